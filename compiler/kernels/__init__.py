@@ -1,0 +1,1 @@
+"""Kernel library: lowering functions that emit NPU programs for tensor operations."""

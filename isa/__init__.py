@@ -1,0 +1,1 @@
+"""The NPU instruction set: its declaration, encoding, program images and reference simulator."""
