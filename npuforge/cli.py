@@ -136,17 +136,19 @@ def cmd_cosim(args) -> int:
 # ---- docs and hardware -----------------------------------------------------------------------
 
 def cmd_isa_doc(args) -> int:
+    from .config import render_config_doc
     from .isa.doc import render_isa_doc
-    text = render_isa_doc()
-    path = Path(args.output)
+    docs = {Path(args.output): render_isa_doc(), Path(args.output).with_name("config.md"): render_config_doc()}
     if args.check:
-        if not path.is_file() or path.read_text() != text:
-            print(f"{path} is stale: run 'npuforge isa-doc'", file=sys.stderr)
-            return 1
-        print(f"{path} is up to date")
-        return 0
-    _atomic_write(path, text)
-    print(f"wrote {path}")
+        stale = [str(p) for p, text in docs.items() if not p.is_file() or p.read_text() != text]
+        for p in stale:
+            print(f"{p} is stale: run 'npuforge isa-doc'", file=sys.stderr)
+        if not stale:
+            print("generated docs are up to date")
+        return 1 if stale else 0
+    for path, text in docs.items():
+        _atomic_write(path, text)
+        print(f"wrote {path}")
     return 0
 
 
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel_options(p, fidelity_default="rtl")
     p.set_defaults(func=cmd_cosim)
 
-    p = sub.add_parser("isa-doc", help="regenerate docs/isa.md from the ISA declaration")
+    p = sub.add_parser("isa-doc", help="regenerate docs/isa.md (and docs/config.md beside it) from the declarations")
     p.add_argument("-o", "--output", default="docs/isa.md")
     p.add_argument("--check", action="store_true", help="only check that the file is up to date")
     p.set_defaults(func=cmd_isa_doc)

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+from npuforge.config import render_config_doc
 from npuforge.isa.doc import render_isa_doc
 from npuforge.isa.spec import INSTRUCTIONS
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "isa.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOC = DOCS / "isa.md"
 
 
 def test_isa_doc_is_up_to_date():
@@ -16,3 +18,7 @@ def test_isa_doc_covers_every_instruction():
     text = render_isa_doc()
     for spec in INSTRUCTIONS:
         assert f"### `{spec.mnemonic}` (opcode {spec.op.value}," in text
+
+
+def test_config_doc_is_up_to_date():
+    assert (DOCS / "config.md").read_text() == render_config_doc(), "docs/config.md is stale: run 'npuforge isa-doc'"
