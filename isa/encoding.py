@@ -210,7 +210,9 @@ def encode(instr: Instruction) -> int:
                     value = value - (1 << 32) if value >> 31 else value
                 _check(spec, o, "value", value, s.lo, s.hi)
             else:
-                _check(spec, o, "value", value, 0 if o.kind != "int" else s.lo, s.hi)
+                # A target outside the program is legal to encode (decode accepts it; it traps as
+                # PC_RANGE when taken), so targets take the field's full signed range.
+                _check(spec, o, "value", value, s.lo if o.kind in ("int", "target") else 0, s.hi)
             word |= s.put(int(value))
     return word
 

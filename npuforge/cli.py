@@ -252,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         known = _known_errors()
         if isinstance(e, known):
-            print(f"npuforge: error: {e}", file=sys.stderr)
+            text = str(e)
+            # Assembler errors already read "file:line:col: error: ..." with the source line and a caret.
+            print(text if ": error: " in text.split("\n", 1)[0] else f"npuforge: error: {text}", file=sys.stderr)
             return 2
         raise
 
