@@ -48,6 +48,11 @@ at a time, concurrently with each other and with dispatch. Before an instruction
 its unit takes one token from each channel it pops (waiting until the counter is above 0);
 after it has executed completely (its last write is visible to every unit), the unit adds
 one token to each channel it pushes (waiting while the counter is at `token_depth`).
+A unit takes an instruction out of its queue when it starts on it, before waiting for its
+pop tokens, so the instruction a unit holds (waiting for tokens, executing or waiting to
+push) no longer occupies a queue slot. Pops are taken all at once, when every channel the
+instruction pops is above 0; pushes are given all at once, when every channel it pushes is
+below `token_depth`.
 
 | queue | `pop_prev` | `pop_next` | `push_prev` | `push_next` |
 |---|---|---|---|---|
@@ -64,8 +69,9 @@ writing, with no token path between them) has no defined result.
 ever make progress again: every unit is idle with an empty queue or waits on a token,
 and the dispatcher is waiting on a full queue, on `fence`, or on the end of a `halt`,
 while at least one of them waits. The reported index is the smallest index among the
-waiting instructions (the dispatcher's current instruction counts when it waits on a
-full queue or on a `fence`; at `halt` it does not). Because each unit runs its stream in
+waiting instructions: those the units hold (instructions still in a queue do not count),
+and the dispatcher's current instruction when it waits on a full queue or on a `fence`
+(at `halt` it does not). Because each unit runs its stream in
 order and tokens and queues are bounded counters, whether and where a program
 deadlocks does not depend on timing; the RTL and every model report the same.
 
