@@ -16,7 +16,7 @@ import numpy as np
 
 from .encoding import Instruction
 from .semantics import requant
-from .spec import BY_OPCODE, Dep, LEGAL_DEPS, Opcode, Queue
+from .spec import BY_OPCODE, INSTRUCTIONS, LEGAL_DEPS, Dep, Opcode, Queue
 
 __all__ = ["Machine", "Cmd", "Prepared", "AddrRangeError", "prepare", "EXECUTE", "CHANNEL_INDEX",
            "UNIT_INDEX"]
@@ -25,14 +25,11 @@ MASK32 = 0xFFFFFFFF
 CHANNEL_INDEX = {ch: i for i, ch in enumerate(Dep)}            # token counters, in Dep order
 UNIT_INDEX = {Queue.LOAD: 0, Queue.COMPUTE: 1, Queue.STORE: 2}  # the three units
 
-# Bytes of one DRAM element, and which on-chip memory a DMA instruction addresses.
+# Bytes of one DRAM element, which on-chip memory a DMA instruction addresses, and whether it
+# stores: all read off the ISA declaration.
 _DMA = {
-    Opcode.LOAD_SP: (1, "spad", False),
-    Opcode.LOAD_ACC8: (1, "acc", False),
-    Opcode.LOAD_ACC32: (4, "acc", False),
-    Opcode.STORE_ACC32: (4, "acc", True),
-    Opcode.STORE_ACC8: (1, "acc", True),
-    Opcode.STORE_SP: (1, "spad", True),
+    s.op: (s.elem_bytes, next(o.space for o in s.operands if o.kind == "mem"), s.queue is Queue.STORE)
+    for s in INSTRUCTIONS if s.fmt == "dma"
 }
 
 

@@ -177,13 +177,15 @@ class Operand:
     ``kind`` is one of ``reg`` (``r0``..``r15``), ``mem`` and ``dram`` (``rN+offset``,
     ``rN`` or ``offset``), ``uint``, ``int``, ``flag`` (a bare word, present or not) or
     ``target`` (a label or an instruction index). ``path`` is the field inside the
-    format, dotted.
+    format, dotted. ``space`` says which memory a ``mem`` operand addresses:
+    ``spad`` (scratchpad rows) or ``acc`` (accumulator rows).
     """
     name: str
     path: str
     kind: str
     doc: str
     required: bool = True
+    space: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ class InstrSpec:
     semantics: str              # exact meaning, as the reference simulator implements it
     latency: str                # latency class; formulas are in docs/timing.md
     positional: bool = False    # the disassembler writes operands without names
+    elem_bytes: int = 0         # DMA instructions: DRAM bytes per element moved
 
     @property
     def fmt_layout(self):
@@ -220,34 +223,37 @@ _DMA_ROWS = (
 )
 
 
-def _load(op, mnemonic, dest, elem, summary):
+_SPACE = {"sp": "spad", "acc": "acc"}
+
+
+def _load(op, mnemonic, dest, elem, summary, elem_bytes):
     return InstrSpec(
         op, mnemonic, Queue.LOAD, "dma",
-        (Operand(dest, "mem", "mem", f"first {dest} row"),
+        (Operand(dest, "mem", "mem", f"first {dest} row", space=_SPACE[dest]),
          Operand("dram", "dram", "dram", "DRAM byte address of the first row")) + _DMA_ROWS,
         summary,
         f"for i in 0..rows-1: {dest}[{dest}+i] = row of len {elem} elements read from DRAM at "
         f"dram + i*stride, elements past len set to zero (len=0 zero-fills without reading DRAM)",
-        "dma",
+        "dma", elem_bytes=elem_bytes,
     )
 
 
-def _store(op, mnemonic, src, what, summary, extra=()):
+def _store(op, mnemonic, src, what, summary, elem_bytes, extra=()):
     return InstrSpec(
         op, mnemonic, Queue.STORE, "dma",
         (Operand("dram", "dram", "dram", "DRAM byte address of the first row"),
-         Operand(src, "mem", "mem", f"first {src} row")) + _DMA_ROWS + extra,
+         Operand(src, "mem", "mem", f"first {src} row", space=_SPACE[src])) + _DMA_ROWS + extra,
         summary,
         f"for i in 0..rows-1: DRAM[dram + i*stride ...] = {what} of the first len elements of {src}[{src}+i]",
-        "dma",
+        "dma", elem_bytes=elem_bytes,
     )
 
 
 def _vector(op, mnemonic, summary, semantics, extra=()):
     return InstrSpec(
         op, mnemonic, Queue.COMPUTE, "compute",
-        (Operand("dst", "dst", "mem", "first destination accumulator row"),
-         Operand("src", "src", "mem", "first source accumulator row"),
+        (Operand("dst", "dst", "mem", "first destination accumulator row", space="acc"),
+         Operand("src", "src", "mem", "first source accumulator row", space="acc"),
          Operand("rows", "rows", "uint", "number of rows")) + extra,
         summary, semantics, "vector",
     )
@@ -273,17 +279,18 @@ INSTRUCTIONS: tuple[InstrSpec, ...] = (
                Operand("target", "imm", "target", "instruction index to branch to")),
               "decrement and branch if not zero",
               "r[rd] = (r[rd] - 1) mod 2**32; if r[rd] != 0: pc = target", "scalar", True),
-    _load(Opcode.LOAD_SP, "load.sp", "sp", "int8", "DRAM -> scratchpad, 2D strided"),
+    _load(Opcode.LOAD_SP, "load.sp", "sp", "int8", "DRAM -> scratchpad, 2D strided", 1),
     _load(Opcode.LOAD_ACC8, "load.acc8", "acc", "int8 (sign-extended to int32)",
-          "DRAM int8 -> accumulator int32, 2D strided"),
-    _load(Opcode.LOAD_ACC32, "load.acc32", "acc", "int32 (little-endian)", "DRAM int32 -> accumulator, 2D strided"),
+          "DRAM int8 -> accumulator int32, 2D strided", 1),
+    _load(Opcode.LOAD_ACC32, "load.acc32", "acc", "int32 (little-endian)", "DRAM int32 -> accumulator, 2D strided",
+          4),
     InstrSpec(Opcode.PRELOAD, "preload", Queue.COMPUTE, "compute",
-              (Operand("sp", "src", "mem", "first of `rows` (array rows) scratchpad rows"),),
+              (Operand("sp", "src", "mem", "first of `rows` (array rows) scratchpad rows", space="spad"),),
               "load a weight tile into the array",
               "for k in 0..ROWS-1, n in 0..COLS-1: W[k][n] = sp[sp+k][n]", "preload"),
     InstrSpec(Opcode.MATMUL, "matmul", Queue.COMPUTE, "compute",
-              (Operand("acc", "dst", "mem", "first accumulator row written"),
-               Operand("sp", "src", "mem", "first activation row in the scratchpad"),
+              (Operand("acc", "dst", "mem", "first accumulator row written", space="acc"),
+               Operand("sp", "src", "mem", "first activation row in the scratchpad", space="spad"),
                Operand("rows", "rows", "uint", "number of activation rows"),
                Operand("accumulate", "accumulate", "flag", "add to the accumulator rows", required=False)),
               "stream activation rows through the array",
@@ -297,13 +304,17 @@ INSTRUCTIONS: tuple[InstrSpec, ...] = (
             "for i in 0..rows-1: acc[dst+i] = max(acc[src+i], 0)"),
     _vector(Opcode.VQUANT, "vquant", "requantize accumulator rows to the int8 range",
             "for i in 0..rows-1: acc[dst+i] = requant(acc[src+i]) (see Requantization)", _q_operands()),
-    _store(Opcode.STORE_ACC32, "store.acc32", "acc", "int32 little-endian bytes", "accumulator int32 -> DRAM"),
+    _store(Opcode.STORE_ACC32, "store.acc32", "acc", "int32 little-endian bytes", "accumulator int32 -> DRAM", 4),
     _store(Opcode.STORE_ACC8, "store.acc8", "acc", "requant() int8 bytes",
-           "accumulator -> requantize (and ReLU) -> DRAM int8", _q_operands()),
-    _store(Opcode.STORE_SP, "store.sp", "sp", "the int8 bytes", "scratchpad int8 -> DRAM"),
+           "accumulator -> requantize (and ReLU) -> DRAM int8", 1, _q_operands()),
+    _store(Opcode.STORE_SP, "store.sp", "sp", "the int8 bytes", "scratchpad int8 -> DRAM", 1),
 )
 
 BY_OPCODE: dict[Opcode, InstrSpec] = {s.op: s for s in INSTRUCTIONS}
 BY_MNEMONIC: dict[str, InstrSpec] = {s.mnemonic: s for s in INSTRUCTIONS}
 assert len(BY_OPCODE) == len(INSTRUCTIONS) == len(Opcode)
 assert len(BY_MNEMONIC) == len(INSTRUCTIONS)
+
+for _s in INSTRUCTIONS:
+    assert (_s.elem_bytes > 0) == (_s.fmt == "dma"), _s.mnemonic
+    assert all(bool(o.space) == (o.kind == "mem") for o in _s.operands), _s.mnemonic
