@@ -7,10 +7,15 @@ Requantisation (``requant``), for an int32 accumulator value ``x``, an int32
 multiplier ``m`` (read from a register), a shift ``s`` in 0..63, a zero point
 ``zp`` in -128..127 and a ReLU flag::
 
-    p = x * m                                  # exact, 64-bit signed
-    if s > 0: p = (p + (1 << (s - 1))) >> s    # round half up (towards +inf), arithmetic shift
+    p = x * m                                  # 64-bit signed (exact: |x * m| <= 2**62)
+    if s > 0: p = (p + (1 << (s - 1))) >> s    # round half up (towards +inf), arithmetic shift;
+                                               # the add is 64-bit two's complement (see below)
     if relu:  p = max(p, 0)
     y = clamp(p + zp, -128, 127)               # saturate to int8
+
+The rounding add is a 64-bit two's complement add, as in the hardware. It can wrap in
+exactly one case: ``x = m = -2**31`` with ``s = 63`` (``p = 2**62``, ``p + 2**62`` wraps to
+``-2**63``), which gives ``-1`` before ReLU and the zero point instead of ``1``.
 
 Accumulation wraps modulo 2**32 (two's complement), never saturates.
 """
@@ -49,7 +54,7 @@ def requant(x: np.ndarray, multiplier: int, shift: int, zp: int = 0, relu: bool 
     if not -128 <= zp <= 127:
         raise ValueError(f"zp must be in -128..127, got {zp}")
     m = to_int32(int(multiplier))
-    p = np.asarray(x, dtype=np.int64) * np.int64(m)   # |x*m| < 2**62: exact in int64
+    p = np.asarray(x, dtype=np.int64) * np.int64(m)   # |x*m| <= 2**62: exact in int64
     if shift > 0:
         p = (p + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
     if relu:
