@@ -17,8 +17,8 @@ An engine has ``cmd`` (the resolved command), ``cmd_valid``/``cmd_ready``,
 - ``busy`` is high while an accepted command has not yet signalled ``done``.
 - An engine may accept command i+1 before command i is done (pipelining), but
   must then give exactly the results of executing them one after the other.
-  The sequencer in front of it only offers command i+1 early when command i
-  pushes no token and command i+1 pops none (see isa/execution.py).
+  The sequencer in front of it offers command i+1 early only when that cannot change
+  the outcome of isa/execution.py's one-at-a-time model (rules in hw/sequencer.py).
 
 Memory ports (synchronous, one cycle)
 -------------------------------------

@@ -1,0 +1,298 @@
+"""The compute engine: PRELOAD, MATMUL and the vector instructions on a systolic array.
+
+Ports (``ComputeEngine(config)``)
+---------------------------------
+- The engine handshake of :func:`~npuforge.hw.interfaces.engine_signature` with
+  :class:`~npuforge.hw.interfaces.ComputeCmd`: ``cmd``, ``cmd_valid``, ``cmd_ready``, ``done``, ``busy``.
+- ``spad``: scratchpad read port (``8 * spad_row_bytes`` data bits). Activation rows use
+  lanes ``0..rows-1``, weight rows lanes ``0..cols-1``.
+- ``acc_rd_a`` (reads ``acc[dst+i]``), ``acc_rd_b`` (reads ``acc[src+i]``), ``acc_wr``:
+  accumulator ports (``32 * cols`` data bits). Read data is used in the cycle after ``en``.
+
+Microarchitecture
+-----------------
+Every command becomes a run of *slots*, one per cycle, issued back to back by the
+front end; a slot is one scratchpad row read (PRELOAD, MATMUL) or one accumulator
+row operation (vector instructions), and every slot then walks the same fixed pipeline:
+
+    cycle s            front end: slot issued, scratchpad read (PRELOAD, MATMUL)
+    s + 1              scratchpad data: weight row into the array, or activation row into the array
+    s + L              back end R: accumulator reads acc_rd_a = dst+i, acc_rd_b = src+i
+    s + L + 1          back end X: array result (MATMUL) and read data meet in the vector unit
+    s + L + 2          back end W: accumulator write of the row; ``done`` with a command's last slot
+
+(``R = config.rows``, ``C = config.cols``; ``L`` is the array's latency: ``R + C - 1`` for
+``dataflow: weight_stationary`` (:mod:`npuforge.hw.array`), ``R + C`` for
+``output_stationary`` (:mod:`npuforge.hw.array_os`); see :func:`array_latency`.)
+Sequential semantics across commands hold by construction: slots reach every point of
+the pipeline in issue order, one per cycle. In the array, weight rows travel the same
+diagonal wavefront as activation rows, so a PRELOAD's rows land between the last
+activation of the previous tile and the first activation of the next one: no shadow
+buffer and no bubble.
+In the back end, an accumulator read can miss only the writes of the two slots just
+ahead of it (one is being written this cycle, one was written in the cycle of the read);
+those two rows are forwarded from the write stage, so the memory's read-during-write
+behaviour does not matter, and no hazard ever stalls.
+
+Timing (all fixed; a function of the command sequence only)
+-------------------------------------------------------------
+Slots of a command: ``S = R`` for PRELOAD (whatever its ``rows`` field), ``S = max(rows, 1)``
+for MATMUL and the vector instructions (``rows = 0``: one empty slot, nothing touched).
+
+- ``cmd_ready`` is high when the front end is idle or issuing the last slot of its command.
+- A command accepted in cycle ``A`` issues its slots in cycles ``A+1 .. A+S``; ``cmd_ready``
+  is high again in cycle ``A+S`` (so with ``cmd_valid`` held high the next command is
+  accepted in ``A+S`` and the slot stream has no gap).
+- ``done`` is high in cycle ``A + S + L + 2`` (the write cycle of the last slot):
+  ``A + S + R + C + 1`` weight-stationary, ``A + S + R + C + 2`` output-stationary.
+- ``busy`` is high from cycle ``A+1`` through the cycle of the last outstanding ``done``.
+
+Consequences: back-to-back commands cost ``S`` cycles each; a PRELOAD + MATMUL(n) pair costs
+``R + n`` cycles in steady state (utilisation ``n / (R + n)``) with either dataflow; a lone
+command takes ``S + L + 2`` cycles from acceptance to ``done``.
+
+Commands arrive checked (isa/execution.py): rows in range, absolute addresses. An opcode
+that is not a compute opcode (the dispatcher never sends one) takes ``max(rows, 1)``
+empty slots, touches nothing and signals ``done`` like the others.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import Out
+
+from ..isa.spec import Opcode
+from ..config import HwConfig
+from .array import SystolicArray
+from .array_os import OutputStationaryArray
+from .interfaces import ROW_ADDR_BITS, ComputeCmd, engine_signature, read_port_signature, write_port_signature
+from .vector import VectorUnit
+
+__all__ = ["ComputeEngine", "compute_timing", "array_latency"]
+
+_ARRAYS = {"weight_stationary": SystolicArray, "output_stationary": OutputStationaryArray}
+
+
+class _Slot(data.Struct):
+    """What one slot carries down the pipeline."""
+    valid: 1            # a slot of some command
+    last: 1             # the command's last slot: ``done`` when it is written
+    work: 1             # reads/writes memory (false for the empty slot of rows = 0)
+    op: Opcode
+    dst: ROW_ADDR_BITS
+    src: ROW_ADDR_BITS
+    accumulate: 1
+    mult: signed(32)
+    shift: 6
+    zp: signed(8)
+    relu: 1
+
+
+_VECTOR_OPS = (Opcode.VADD, Opcode.VMAX, Opcode.VRELU, Opcode.VQUANT)
+_WRITING_OPS = (Opcode.MATMUL,) + _VECTOR_OPS
+
+
+def compute_timing(config: HwConfig, op: Opcode, rows: int) -> tuple[int, int]:
+    """The documented timing of one command, from its acceptance cycle ``A``.
+
+    Parameters
+    ----------
+    config : HwConfig
+    op : Opcode
+        A compute opcode.
+    rows : int
+        The command's ``rows`` field.
+
+    Returns
+    -------
+    (slots, done) : tuple of int
+        ``cmd_ready`` is high again at ``A + slots``; ``done`` is high at ``A + done``.
+    """
+    slots = config.rows if op == Opcode.PRELOAD else max(rows, 1)
+    return slots, slots + array_latency(config) + 2
+
+
+def array_latency(config: HwConfig) -> int:
+    """The array's latency ``L`` for the config's dataflow.
+
+    Parameters
+    ----------
+    config : HwConfig
+
+    Returns
+    -------
+    int
+        ``rows + cols - 1`` (weight-stationary) or ``rows + cols`` (output-stationary).
+    """
+    return config.rows + config.cols - (config.dataflow == "weight_stationary")
+
+
+def _in(value, ops):
+    """``value`` equals one of ``ops``."""
+    result = 0
+    for op in ops:
+        result = result | (value == op)
+    return result
+
+
+class ComputeEngine(wiring.Component):
+    """Executes PRELOAD, MATMUL, VADD, VMAX, VRELU and VQUANT (see the module docstring).
+
+    Parameters
+    ----------
+    config : HwConfig
+        The design point: ``rows``, ``cols``, ``spad_row_bytes`` and ``dataflow`` are read.
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`HwConfig`.
+    ValueError
+        If ``config.dataflow`` is not one the engine has an array for.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        cls._check(*args, **kwargs)  # before the object exists: a rejected one must not warn "never elaborated"
+        return super().__new__(cls)
+
+    @staticmethod
+    def _check(config):
+        if not isinstance(config, HwConfig):
+            raise TypeError(f"ComputeEngine needs a HwConfig, not {type(config).__name__}")
+        if config.dataflow not in _ARRAYS:
+            raise ValueError(f"ComputeEngine: dataflow must be one of {', '.join(map(repr, _ARRAYS))}, "
+                             f"not {config.dataflow!r} (config {config.name!r})")
+
+    def __init__(self, config: HwConfig):
+        self.config = config
+        self.rows, self.cols = config.rows, config.cols
+        # Slot s reaches back-end stage R after this many cycles (scratchpad read + array latency - 1).
+        self.r_delay = array_latency(config)
+        members = dict(engine_signature(ComputeCmd).members)
+        members.update({
+            "spad": Out(read_port_signature(ROW_ADDR_BITS, 8 * config.spad_row_bytes)),
+            "acc_rd_a": Out(read_port_signature(ROW_ADDR_BITS, 32 * config.cols)),
+            "acc_rd_b": Out(read_port_signature(ROW_ADDR_BITS, 32 * config.cols)),
+            "acc_wr": Out(write_port_signature(ROW_ADDR_BITS, 32 * config.cols)),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        m.submodules.array = array = _ARRAYS[self.config.dataflow](rows, cols)
+        assert array.LATENCY == self.r_delay
+        m.submodules.vector = vec = VectorUnit(cols)
+
+        # ---- front end: one slot per cycle ---------------------------------------------
+        cur = Signal(ComputeCmd)
+        left = Signal(17)               # slots still to issue for `cur`
+        idx = Signal(16)                # row index of the next slot
+        issuing = Signal()
+        m.d.comb += [
+            issuing.eq(left != 0),
+            self.cmd_ready.eq(left <= 1),
+        ]
+        cmd = self.cmd
+        n_slots = Mux(cmd.op == Opcode.PRELOAD, rows, Mux(cmd.rows == 0, 1, cmd.rows))
+        accept = Signal()
+        m.d.comb += accept.eq(self.cmd_valid & self.cmd_ready)
+        with m.If(accept):
+            m.d.sync += [cur.eq(cmd), left.eq(n_slots), idx.eq(0)]
+        with m.Elif(issuing):
+            m.d.sync += [left.eq(left - 1), idx.eq(idx + 1)]
+
+        slot = Signal(_Slot)
+        is_preload = cur.op == Opcode.PRELOAD
+        m.d.comb += [
+            slot.valid.eq(issuing),
+            slot.last.eq(left == 1),
+            slot.work.eq(is_preload | (cur.rows != 0)),
+            slot.op.eq(cur.op),
+            slot.dst.eq(cur.dst + idx),
+            slot.src.eq(cur.src + idx),
+            slot.accumulate.eq(cur.accumulate),
+            slot.mult.eq(cur.mult), slot.shift.eq(cur.shift), slot.zp.eq(cur.zp), slot.relu.eq(cur.relu),
+            self.spad.addr.eq(slot.src),
+            self.spad.en.eq(issuing & slot.work & (is_preload | (cur.op == Opcode.MATMUL))),
+        ]
+
+        # ---- scratchpad data (cycle s + 1) into the array --------------------------------
+        s1_pre = Signal()
+        s1_mm = Signal()
+        s1_row = Signal(range(rows))
+        m.d.sync += [
+            s1_pre.eq(issuing & is_preload),
+            s1_mm.eq(issuing & slot.work & (cur.op == Opcode.MATMUL)),
+            s1_row.eq(idx),
+        ]
+        for k in range(rows):
+            # Idle cycles feed zeros: results never depend on stale scratchpad data.
+            m.d.comb += array.act[k].eq(Mux(s1_mm, self.spad.data[8 * k:8 * k + 8].as_signed(), 0))
+        for n in range(cols):
+            # Gated like the activations: the weight skew registers only toggle during a PRELOAD.
+            m.d.comb += array.w_data[n].eq(Mux(s1_pre, self.spad.data[8 * n:8 * n + 8].as_signed(), 0))
+        m.d.comb += [array.w_valid.eq(s1_pre), array.w_row.eq(s1_row)]
+
+        # ---- slot delay line to back-end stage R (cycle s + L) ---------------------------
+        r = slot
+        for j in range(self.r_delay):
+            nxt = Signal(_Slot, name=f"slot_d{j + 1}")
+            m.d.sync += nxt.eq(r)
+            r = nxt
+
+        # ---- R: accumulator reads --------------------------------------------------------
+        r_work = r.valid & r.work
+        m.d.comb += [
+            self.acc_rd_a.addr.eq(r.dst),
+            self.acc_rd_a.en.eq(r_work & (_in(r.op, (Opcode.VADD, Opcode.VMAX))
+                                          | ((r.op == Opcode.MATMUL) & r.accumulate))),
+            self.acc_rd_b.addr.eq(r.src),
+            self.acc_rd_b.en.eq(r_work & _in(r.op, _VECTOR_OPS)),
+        ]
+        x = Signal(_Slot)
+        m.d.sync += x.eq(r)
+
+        # ---- X: forwarding, vector unit ----------------------------------------------------
+        row = data.ArrayLayout(signed(32), cols)
+        w = Signal(_Slot)
+        w_en = Signal()
+        w_data = Signal(row)
+        prev_en = Signal()              # the write of the cycle before (the slot two ahead)
+        prev_addr = Signal(ROW_ADDR_BITS)
+        prev_data = Signal(row)
+        m.d.sync += [prev_en.eq(w_en), prev_addr.eq(w.dst), prev_data.eq(w_data)]
+
+        def forwarded(port, addr, name):
+            # The youngest write wins: the one in flight this cycle, then last cycle's.
+            fwd = Signal(row, name=name)
+            m.d.comb += fwd.eq(Mux(w_en & (w.dst == addr), w_data,
+                                   Mux(prev_en & (prev_addr == addr), prev_data, port.data)))
+            return fwd
+
+        m.d.comb += [
+            vec.op.eq(x.op),
+            vec.a.eq(forwarded(self.acc_rd_a, x.dst, "fwd_a")),
+            vec.b.eq(forwarded(self.acc_rd_b, x.src, "fwd_b")),
+            vec.mm.eq(array.result),
+            vec.accumulate.eq(x.accumulate),
+            vec.mult.eq(x.mult), vec.shift.eq(x.shift), vec.zp.eq(x.zp), vec.relu.eq(x.relu),
+        ]
+        m.d.sync += [
+            w.eq(x),
+            w_en.eq(x.valid & x.work & _in(x.op, _WRITING_OPS)),
+            w_data.eq(vec.result),
+        ]
+
+        # ---- W: accumulator write, done ------------------------------------------------------
+        m.d.comb += [
+            self.acc_wr.addr.eq(w.dst),
+            self.acc_wr.en.eq(w_en),
+            self.acc_wr.data.eq(w_data),
+            self.done.eq(w.valid & w.last),
+        ]
+
+        # Commands in flight: at most one per pipeline stage plus the one being accepted.
+        outstanding = Signal(range(self.r_delay + 8))
+        m.d.sync += outstanding.eq(outstanding + accept - self.done)
+        m.d.comb += self.busy.eq(outstanding != 0)
+        return m
