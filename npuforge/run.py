@@ -87,14 +87,21 @@ def _rtl(bundle: Bundle, options: dict) -> BackendResult:
 
 
 def _cycle(bundle: Bundle, options: dict) -> BackendResult:
-    raise FidelityUnavailable("fidelity 'cycle' is not available yet: the cycle-exact model comes in a later "
-                              "issue; use --fidelity reference or rtl")
+    from .compiler.cycle_model import run_bundle_cycle
+    return run_bundle_cycle(bundle, options)
+
+
+def _fpga(bundle: Bundle, options: dict) -> BackendResult:
+    # A board (options: port, baud) or the simulated SoC (options: transport); see hw/soc/host.py.
+    from .hw.soc.host import run_bundle_fpga
+    return run_bundle_fpga(bundle, options)
 
 
 FIDELITIES: dict[str, Callable[[Bundle, dict], BackendResult]] = {
     "reference": _reference,
     "rtl": _rtl,
     "cycle": _cycle,
+    "fpga": _fpga,
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 from npuforge.compiler.bundle import make_bundle
 from npuforge.config import load_config
 from npuforge.isa.image import ProgramImage
-from npuforge.run import FIDELITIES, REPORT_KEYS, FidelityUnavailable, run_bundle, summary_line
+from npuforge.run import FIDELITIES, REPORT_KEYS, run_bundle, summary_line
 
 CFG = load_config("8x8")
 
@@ -69,11 +69,11 @@ def test_step_limit_option_reaches_the_simulator(bundle):
 
 
 def test_fidelities(bundle):
-    assert set(FIDELITIES) == {"reference", "rtl", "cycle"}
+    assert {"reference", "rtl", "cycle"} <= set(FIDELITIES)
     with pytest.raises(ValueError, match="unknown fidelity 'fast'; fidelities: reference, rtl, cycle"):
         run_bundle(bundle, fidelity="fast")
-    with pytest.raises(FidelityUnavailable, match="fidelity 'cycle' is not available yet"):
-        run_bundle(bundle, fidelity="cycle")
+    report = run_bundle(bundle, fidelity="cycle")
+    assert report["passed"] and report["cycles"] == report["counters"]["cycles"] > 0
 
 
 def test_summary_line_formats():

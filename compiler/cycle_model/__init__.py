@@ -1,0 +1,151 @@
+"""The fast cycle-exact model: the third fidelity (``--fidelity cycle``).
+
+:func:`simulate` predicts what the RTL (hw/) does with a program: the total cycles, every
+performance counter of hw/counters.py (with the same names), and the error code and
+instruction index of an illegal program; given a DRAM image it also computes the final
+DRAM with the reference simulator's per-instruction code. It follows docs/timing.md
+instruction by instruction (see :mod:`.machine`), never clock by clock where nothing
+happens; a differential test against the RTL on kernels and random programs keeps it exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...isa.image import ProgramImage
+from ...isa.spec import ErrorCode
+from .machine import ACTIVITY_NAMES, CycleLimit, simulate_words
+
+__all__ = ["simulate", "CycleResult", "CycleLimit", "run_bundle_cycle", "UNIT_COUNTERS", "ACTIVITY_NAMES",
+           "DEFAULT_MAX_CYCLES"]
+
+DEFAULT_MAX_CYCLES = 50_000_000     # the same watchdog as the RTL runner's
+
+# The per-unit counters an energy estimate can be built on (names as in hw/counters.py).
+UNIT_COUNTERS = ("load_busy", "compute_busy", "store_busy", "dram_read_beats", "dram_write_beats",
+                 "dram_read_bytes", "dram_write_bytes")
+
+
+@dataclass
+class CycleResult:
+    """What the cycle model predicts for one run.
+
+    Attributes
+    ----------
+    cycles : int
+        Cycles with ``busy`` high (``counters["cycles"]``), the RTL's figure.
+    counters : dict
+        Every field of :class:`npuforge.hw.counters.Counters`, by name.
+    error : ErrorCode
+        ``ErrorCode.NONE`` for a normal run.
+    error_pc : int
+        Instruction index of the error (0 for a normal run).
+    error_message : str
+    dram : numpy.ndarray or None
+        Final DRAM image (uint8, ``dram_bytes`` long) when a DRAM image was given.
+    wall_s : float
+    activity : dict
+        Work per unit, counted when an engine accepts a command (:data:`ACTIVITY_NAMES`):
+        scratchpad and accumulator row reads / writes, array MACs, rows streamed and weight
+        rows loaded, vector and requantiser rows. With the DRAM beats of ``counters``, the
+        access counts an energy estimate multiplies by per-access energies.
+    """
+    cycles: int
+    counters: dict
+    error: ErrorCode
+    error_pc: int
+    error_message: str = ""
+    dram: np.ndarray | None = field(default=None, repr=False)
+    wall_s: float = 0.0
+    activity: dict = field(default_factory=dict)
+
+
+def _words(program, config) -> tuple[int, ...]:
+    if isinstance(program, ProgramImage):
+        program.check_config(config)
+        return program.words
+    words = tuple(int(w) for w in program)
+    if len(words) > config.imem_words:
+        raise ValueError(f"program: {len(words)} instructions do not fit the instruction memory "
+                         f"(imem_words={config.imem_words})")
+    return words
+
+
+def simulate(program, config, dram=None, *, max_cycles: int = DEFAULT_MAX_CYCLES,
+             every_cycle: bool = False) -> CycleResult:
+    """Run a program on the cycle model.
+
+    Parameters
+    ----------
+    program : ProgramImage or sequence of int
+        Instruction words (words past the end read as 0, as on the RTL).
+    config : HwConfig
+    dram : bytes or numpy.ndarray of uint8, optional
+        Initial DRAM image. When given, the commands are also executed (reference
+        semantics) and ``result.dram`` holds the final image; without it only timing is
+        computed, which is what a search loop needs and is faster.
+    max_cycles : int
+        Watchdog: :class:`CycleLimit` when the run has not ended after this many cycles.
+    every_cycle : bool
+        Evaluate every cycle one by one instead of jumping between events: much slower, the
+        same results (tests hold the fast paths to it).
+
+    Returns
+    -------
+    CycleResult
+
+    Raises
+    ------
+    CycleLimit
+        The run did not end within ``max_cycles``.
+    ValueError
+        A program that does not fit the instruction memory, or a malformed DRAM image.
+    ImageError
+        An image made for another config.
+    """
+    import time
+    t0 = time.perf_counter()
+    words = _words(program, config)
+    image = None
+    if dram is not None:
+        from ...isa.refsim import _initial_dram
+        image = _initial_dram(dram, config)
+    sim = simulate_words(words, config, image, max_cycles=max_cycles, every_cycle=every_cycle)
+    return CycleResult(sim.T, dict(sim.c), sim.error, sim.error_pc if sim.error != ErrorCode.NONE else 0,
+                       sim.error_msg, image, time.perf_counter() - t0, dict(sim.activity))
+
+
+def run_bundle_cycle(bundle, options: dict):
+    """The ``cycle`` fidelity for :func:`npuforge.run.run_bundle`.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    options : dict
+        ``max_cycles`` (int): watchdog (default :data:`DEFAULT_MAX_CYCLES`).
+
+    Returns
+    -------
+    BackendResult
+        ``extra`` holds ``model_wall_s`` (the model alone), ``cycles_per_s`` and ``activity``
+        (access counts, see :class:`CycleResult`).
+
+    Raises
+    ------
+    ProgramStopped
+        The program stops with an error (code and instruction index as the RTL reports them).
+    CycleLimit
+        The watchdog fired.
+    """
+    from ...run import BackendResult, ProgramStopped
+    config = bundle.config
+    bundle.image.check_config(config, str(bundle.path / "program.bin"))
+    r = simulate(bundle.image, config, bundle.dram, max_cycles=int(options.get("max_cycles", DEFAULT_MAX_CYCLES)))
+    if r.error != ErrorCode.NONE:
+        raise ProgramStopped(r.error.name, r.error_pc, None, r.error_message or f"stopped with {r.error.name}")
+    extra = {"model_wall_s": round(r.wall_s, 6),
+             "cycles_per_s": round(r.cycles / r.wall_s) if r.wall_s > 0 else 0,
+             "activity": r.activity}
+    return BackendResult(r.dram, r.cycles, r.counters, extra)
