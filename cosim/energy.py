@@ -1,0 +1,150 @@
+"""Energy and power from switching activity, with coefficients from a YAML file.
+
+The activity of a run (:mod:`npuforge.cosim.toggles`: toggles per group, multiplier
+operand flips, SRAM reads/writes per memory, ``busy`` cycles) and the core's counters (DRAM
+beats) are weighted by the coefficients of ``configs/energy/default.yaml`` (or another file
+of the same shape); every default there names its published source and scale factor.
+
+Units in the breakdown: ``array``, ``scratchpad``, ``accumulator``, ``dma``, ``vector``,
+``control`` (each: register toggles + its SRAM accesses + its leakage) and ``dram``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .toggles import GROUPS, _group
+
+__all__ = ["EnergyModel", "load_energy_model", "energy_breakdown_pj", "energy_report", "DEFAULT_ENERGY_FILE",
+           "UNITS"]
+
+DEFAULT_ENERGY_FILE = Path(__file__).resolve().parent.parent / "configs" / "energy" / "default.yaml"
+UNITS = GROUPS + ("dram",)
+_REQUIRED = ("node", "scale", "toggle_pj", "toggle_ref_bits", "toggle_size_exponent", "mac_operand_toggle_pj",
+             "sram_read_pj_per_64b", "sram_ref_kib", "sram_size_exponent", "sram_write_factor", "dram_pj_per_byte",
+             "leakage_pj_per_cycle")
+_LEAK_KEYS = ("per_pe", "per_sram_kib", "dma", "vector", "control")
+
+
+class EnergyModel(dict):
+    """The coefficients of one energy file (a dict, validated by :func:`load_energy_model`)."""
+
+    def toggle_pj(self, group: str, bits: int) -> float:
+        """Energy of one flip in ``group`` when the group holds ``bits`` register bits."""
+        size = max(bits, 1) / self["toggle_ref_bits"]
+        return self["scale"] * self["toggle_pj"][group] * size ** self["toggle_size_exponent"]
+
+    def sram_access_pj(self, width: int, depth: int, write: bool = False) -> float:
+        """Energy of one access of a ``width`` x ``depth`` memory."""
+        kib = width * depth / 8 / 1024
+        e = self["sram_read_pj_per_64b"] * (kib / self["sram_ref_kib"]) ** self["sram_size_exponent"] * width / 64
+        return self["scale"] * e * (self["sram_write_factor"] if write else 1.0)
+
+
+def load_energy_model(path=None) -> EnergyModel:
+    """Read and check an energy coefficient file.
+
+    Parameters
+    ----------
+    path : path, optional
+        YAML file; default ``configs/energy/default.yaml``.
+
+    Raises
+    ------
+    ValueError
+        A key is missing or a coefficient is negative (the message names the file and key).
+    """
+    path = Path(path) if path is not None else DEFAULT_ENERGY_FILE
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of energy coefficients")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ValueError(f"{path}: missing key '{key}'")
+    for group in GROUPS:
+        if group not in raw["toggle_pj"]:
+            raise ValueError(f"{path}: toggle_pj has no entry for group '{group}'")
+    for key in _LEAK_KEYS:
+        if key not in raw["leakage_pj_per_cycle"]:
+            raise ValueError(f"{path}: leakage_pj_per_cycle has no entry '{key}'")
+    flat = [("scale", raw["scale"]), ("mac_operand_toggle_pj", raw["mac_operand_toggle_pj"]),
+            ("dram_pj_per_byte", raw["dram_pj_per_byte"]), ("sram_read_pj_per_64b", raw["sram_read_pj_per_64b"])]
+    flat += [(f"toggle_pj.{k}", v) for k, v in raw["toggle_pj"].items()]
+    flat += [(f"leakage_pj_per_cycle.{k}", v) for k, v in raw["leakage_pj_per_cycle"].items()]
+    for key, value in flat:
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{path}: {key} must be a number >= 0, not {value!r}")
+    return EnergyModel(raw)
+
+
+def energy_breakdown_pj(activity: dict, counters: dict, config, model: EnergyModel | None = None) -> dict:
+    """Energy per unit (pJ) of one run.
+
+    Parameters
+    ----------
+    activity : dict
+        From :func:`npuforge.cosim.toggles.parse_activity_line`.
+    counters : dict
+        The core's counters (``dram_read_beats``, ``dram_write_beats``, ``cycles``).
+    config : HwConfig
+    model : EnergyModel, optional
+        Default: :func:`load_energy_model`.
+
+    Returns
+    -------
+    dict
+        ``{unit: {"toggles", "sram", "leakage", "total"}}`` for every unit of :data:`UNITS`.
+    """
+    model = model or load_energy_model()
+    out = {u: {"toggles": 0.0, "sram": 0.0, "leakage": 0.0} for u in UNITS}
+    for g in GROUPS:
+        out[g]["toggles"] = activity["toggles"][g] * model.toggle_pj(g, activity["bits"].get(g, 0))
+    out["array"]["toggles"] += model["scale"] * model["mac_operand_toggle_pj"] * activity["mac_operand_toggles"]
+    for memory, m in activity["sram"].items():
+        unit = _group(memory.rsplit(".", 1)[0] if "." in memory else "")
+        out[unit]["sram"] += (m["reads"] * model.sram_access_pj(m["width"], m["depth"])
+                              + m["writes"] * model.sram_access_pj(m["width"], m["depth"], write=True))
+    beats = int(counters.get("dram_read_beats", 0)) + int(counters.get("dram_write_beats", 0))
+    out["dram"]["toggles"] = model["scale"] * model["dram_pj_per_byte"] * beats * config.dram_bytes_per_cycle
+    leak, cycles = model["leakage_pj_per_cycle"], activity["cycles"]
+    per_cycle = {"array": leak["per_pe"] * config.pes, "scratchpad": leak["per_sram_kib"] * config.spad_kib,
+                 "accumulator": leak["per_sram_kib"] * config.acc_kib, "dma": leak["dma"], "vector": leak["vector"],
+                 "control": leak["control"]}
+    for unit, e in per_cycle.items():
+        out[unit]["leakage"] = model["scale"] * e * cycles
+    for unit in out:
+        out[unit]["total"] = sum(out[unit].values())
+    return out
+
+
+def energy_report(activity: dict, counters: dict, config, model: EnergyModel | None = None) -> dict:
+    """The energy keys of a run's report.
+
+    Returns
+    -------
+    dict
+        ``energy_pj`` (total), ``energy_dynamic_pj``, ``energy_leakage_pj``, ``power_mw``
+        (average at ``config.clock_mhz`` over the busy cycles), ``energy_breakdown_pj``
+        ({unit: pJ}), ``energy_detail_pj`` (per unit: toggles / sram / leakage),
+        ``energy_model`` (node and scale) and ``activity``.
+    """
+    model = model or load_energy_model()
+    detail = energy_breakdown_pj(activity, counters, config, model)
+    total = sum(d["total"] for d in detail.values())
+    leakage = sum(d["leakage"] for d in detail.values())
+    cycles = activity["cycles"]
+    # pJ over (cycles / f): pJ * MHz / cycles = microwatts; / 1000 gives mW.
+    power_mw = total * config.clock_mhz / cycles / 1000 if cycles else 0.0
+    return {
+        "energy_pj": round(total, 3),
+        "energy_dynamic_pj": round(total - leakage, 3),
+        "energy_leakage_pj": round(leakage, 3),
+        "power_mw": round(power_mw, 4),
+        "clock_mhz": config.clock_mhz,
+        "energy_breakdown_pj": {u: round(d["total"], 3) for u, d in detail.items()},
+        "energy_detail_pj": {u: {k: round(v, 3) for k, v in d.items()} for u, d in detail.items()},
+        "energy_model": {"node": model["node"], "scale": model["scale"]},
+        "activity": activity,
+    }
