@@ -103,11 +103,16 @@ def cmd_kernel(args) -> int:
     return 0
 
 
-def _run(bundle: Path, fidelity: str, waves: bool) -> int:
+def _run(bundle: Path, fidelity: str, waves: bool, power: bool = False) -> int:
     from .run import run_bundle, summary_line
     options = {"waves": True} if waves else {}
+    if power:
+        options["power"] = True
     report = run_bundle(bundle, fidelity=fidelity, **options)
     print(summary_line(report))
+    from .cosim.energy_plot import energy_lines
+    for line in energy_lines(report):
+        print(line)
     mismatch = report.get("mismatch")
     if mismatch:
         print(f"  first mismatch: tensor {mismatch['tensor']} index {tuple(mismatch['index'])}: "
@@ -125,12 +130,31 @@ def _run(bundle: Path, fidelity: str, waves: bool) -> int:
 
 
 def cmd_run(args) -> int:
-    return _run(Path(args.bundle), args.fidelity, args.waves)
+    return _run(Path(args.bundle), args.fidelity, args.waves, args.power)
+
+
+def cmd_power(args) -> int:
+    from .config import load_config
+    from .cosim.power_bench import measure_counting_cost
+    shape = {"m": args.m, "k": args.k, "n": args.n}
+    print(f"matmul {args.m}x{args.k}x{args.n}, rtl: simulated cycles/s without and with toggle counting")
+    print(f"{'config':8} {'cycles':>10} {'plain cyc/s':>12} {'counting cyc/s':>15} {'cost':>6}")
+    for name in args.configs.split(","):
+        r = measure_counting_cost(load_config(name), shape)
+        print(f"{r['config']:8} {r['cycles']:>10,} {r['plain_cps']:>12,} {r['power_cps']:>15,} {r['cost']:>5.2f}x")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .cosim.energy_plot import plot_energy_report
+    out = plot_energy_report(args.report, args.output)
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_cosim(args) -> int:
     bundle = _make_bundle(args)
-    return _run(bundle, args.fidelity, args.waves)
+    return _run(bundle, args.fidelity, args.waves, args.power)
 
 
 # ---- docs and hardware -----------------------------------------------------------------------
@@ -162,6 +186,68 @@ def cmd_hw(args) -> int:
     return 0
 
 
+# ---- FPGA ----------------------------------------------------------------------------------
+
+def cmd_bitstream(args) -> int:
+    from .config import load_config
+    from .hw.soc.boards import get_board
+    from .hw.soc.build import FitError, build_bitstream
+    board = get_board(args.board)
+    cfg = load_config(args.config or board.default_config)
+    clock = int(args.clock_mhz * 1e6) if args.clock_mhz else None
+    try:
+        result = build_bitstream(board.name, cfg, args.output, baud=args.baud, dram_bytes=args.dram_bytes,
+                                 clock_hz=clock, seed=args.seed, link_only=args.link_only,
+                                 breakdown=args.breakdown)
+    except FitError as e:
+        print(f"npuforge: does not fit: {e}", file=sys.stderr)
+        if not args.or_link_only or args.link_only:
+            return 3
+        print(f"the NPU core does not fit the {board.name}; building the link-only bring-up SoC instead "
+              f"(UART, host link, on-chip DRAM; it cannot run bundles)", file=sys.stderr)
+        out = f"{args.output.rstrip('/')}-link" if args.output else None
+        result = build_bitstream(board.name, cfg, out, baud=args.baud, dram_bytes=args.dram_bytes, clock_hz=clock,
+                                 seed=args.seed, link_only=True)
+        print(f"NPU core: does not fit the {board.name}, see {Path(e.report['out_dir']) / 'report.md'}")
+    r = result.report
+    timing = "meets timing" if r["timing_met"] else "FAILS timing"
+    print(f"{result.bitstream}: {cfg.name} ({r['variant']}) on {board.name}, Fmax {r['fmax_mhz']} MHz for "
+          f"{r['clock_requested_mhz']:g} MHz requested ({timing}); report {result.out_dir / 'report.md'}")
+    return 0
+
+
+def cmd_board(args) -> int:
+    from .run import summary_line
+    if args.board_command == "info":
+        from .hw.soc.host import HostLinkClient, SerialTransport
+        transport = SerialTransport(args.port, args.baud)
+        try:
+            regs = HostLinkClient(transport, timeout_s=args.timeout).regs()
+        finally:
+            transport.close()
+        for name, value in regs.items():
+            print(f"{name}: {value:#x}" if name in ("magic", "config_hash", "status") else f"{name}: {value}")
+        return 0
+    if args.sim:
+        from .cosim.soc_sim import run_bundle_soc_sim
+        report = run_bundle_soc_sim(args.bundle)
+    else:
+        if not args.port:
+            raise CliError("board run needs --port PORT (the board's serial port), or --sim for the simulated SoC")
+        from .run import run_bundle
+        report = run_bundle(args.bundle, fidelity="fpga", port=args.port, baud=args.baud, timeout_s=args.timeout)
+    print(summary_line(report))
+    if report.get("mismatch"):
+        m = report["mismatch"]
+        print(f"  first mismatch: tensor {m['tensor']} index {tuple(m['index'])}: expected {m['expected']}, "
+              f"got {m['got']}")
+    if report.get("error"):
+        e = report["error"]
+        print(f"  stopped with {e['code']} at instruction {e['pc']}: {e['message']}")
+    print(f"  report: {Path(args.bundle) / 'report.json'}")
+    return 0 if report["passed"] else 1
+
+
 # ---- parser --------------------------------------------------------------------------------
 
 def _all_shape_params() -> list[str]:
@@ -191,6 +277,7 @@ def _add_kernel_options(p: argparse.ArgumentParser, fidelity_default: str | None
     if fidelity_default:
         p.add_argument("--fidelity", default=fidelity_default, choices=["reference", "cycle", "rtl"])
         p.add_argument("--waves", action="store_true", help="write a waveform into the bundle (rtl)")
+        p.add_argument("--power", action="store_true", help="count toggles and report energy and power (rtl)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     p.add_argument("--fidelity", default="reference", choices=["reference", "cycle", "rtl"])
     p.add_argument("--waves", action="store_true", help="write a waveform into the bundle (rtl)")
+    p.add_argument("--power", action="store_true", help="count toggles and report energy and power (rtl)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("power", help="toggle counting and energy")
+    pw = p.add_subparsers(dest="power_command", required=True, metavar="ACTION")
+    b = pw.add_parser("bench", help="what toggle counting costs: one matmul on the plain and the probed RTL")
+    b.add_argument("--configs", default="4x4,8x8", help="comma-separated configs")
+    for dim in ("m", "k", "n"):
+        b.add_argument(f"--{dim}", type=int, default=256)
+    b.set_defaults(func=cmd_power)
+
+    p = sub.add_parser("report", help="work with a run's report.json")
+    rp = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    r = rp.add_parser("plot", help="draw the per-unit energy breakdown as a PNG")
+    r.add_argument("report", help="report.json of a run with --power")
+    r.add_argument("-o", "--output", required=True, help="PNG to write")
+    r.set_defaults(func=cmd_report)
 
     p = sub.add_parser("cosim", help="make a kernel bundle and run it on the RTL (kernel + run --fidelity rtl)")
     _add_kernel_options(p, fidelity_default="rtl")
@@ -238,6 +341,37 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-c", "--config", default="configs/8x8.yaml")
     v.add_argument("-o", "--output", required=True)
     v.set_defaults(func=cmd_hw)
+
+    p = sub.add_parser("bitstream", help="build an FPGA bitstream of the SoC with the open flow (YoWASP)")
+    p.add_argument("--board", required=True, help="icebreaker or ulx3s")
+    p.add_argument("-c", "--config", help="hardware config YAML (default: the board's design point)")
+    p.add_argument("-o", "--output", help="build folder (default build/fpga/BOARD-CONFIG-HASH)")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate")
+    p.add_argument("--dram-bytes", type=int, help="on-chip DRAM bytes (default: the board's)")
+    p.add_argument("--clock-mhz", type=float, help="core clock (boards with a PLL; default: the config's clock_mhz)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--link-only", action="store_true",
+                   help="the bring-up SoC without the NPU core (UART, host link, on-chip DRAM)")
+    p.add_argument("--or-link-only", action="store_true",
+                   help="when the NPU does not fit, build the link-only bring-up SoC instead (exit 0)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="when the design does not fit, synthesise each block to show where the resources go")
+    p.set_defaults(func=cmd_bitstream)
+
+    p = sub.add_parser("board", help="run bundles on an FPGA board through the host link")
+    bd = p.add_subparsers(dest="board_command", required=True, metavar="ACTION")
+    r = bd.add_parser("run", help="run a bundle on the board (fidelity fpga) and check it bit-exactly")
+    r.add_argument("bundle")
+    r.add_argument("--port", help="serial port, e.g. /dev/ttyUSB1")
+    r.add_argument("--baud", type=int, default=115200)
+    r.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply")
+    r.add_argument("--sim", action="store_true", help="run on the simulated SoC (Verilator) instead of a board")
+    r.set_defaults(func=cmd_board)
+    i = bd.add_parser("info", help="print the board SoC's identity and status registers")
+    i.add_argument("--port", required=True)
+    i.add_argument("--baud", type=int, default=115200)
+    i.add_argument("--timeout", type=float, default=2.0)
+    i.set_defaults(func=cmd_board)
     return ap
 
 
@@ -247,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:          # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except Exception as e:  # noqa: BLE001 - every library error becomes one clear line
         if os.environ.get("NPUFORGE_DEBUG"):
             raise
@@ -261,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _known_errors() -> tuple[type, ...]:
     errors: list[type] = [CliError, ValueError, FileNotFoundError, NotImplementedError]
-    for module, name in (("npuforge.assembler.asm", "AsmError"), ("npuforge.isa.refsim", "SimError")):
+    for module, name in (("npuforge.assembler.asm", "AsmError"), ("npuforge.isa.refsim", "SimError"),
+                         ("npuforge.hw.soc.host", "BoardError"), ("npuforge.hw.soc.build", "FlowError"),
+                         ("npuforge.cosim.soc_sim", "SocSimError"), ("npuforge.cosim.runner", "RtlError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
