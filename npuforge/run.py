@@ -228,7 +228,10 @@ def summary_line(report: dict) -> str:
     parts.append(f"macs={report['macs']}")
     wall = report["wall_s"]
     parts.append(f"wall={wall:.2f}s")
-    if report.get("cycles") and wall > 0:
+    if report.get("cycles_per_s"):
+        # The simulator's own rate (start to done), without process start-up and loading.
+        parts.append(f"sim={report['cycles_per_s'] / 1e6:.2f} Mcycles/s")
+    elif report.get("cycles") and wall > 0:
         parts.append(f"{report['cycles'] / wall / 1e6:.2f} Mcycles/s")
     if report.get("energy_pj") is not None:
         parts.append(f"energy={report['energy_pj']:.4g}pJ")
