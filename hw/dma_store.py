@@ -58,7 +58,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import Out
 
 from ..isa.spec import Opcode
-from .interfaces import ROW_ADDR_BITS, DmaCmd, dram_port_signature, engine_signature, read_port_signature
+from .interfaces import (ROW_ADDR_BITS, DmaCmd, dma_row_geometry, dram_port_signature, engine_signature,
+                         read_port_signature)
 from .requant import Requant
 
 __all__ = ["StoreEngine", "STORE_OPS"]
@@ -93,15 +94,11 @@ class StoreEngine(wiring.Component):
     """
 
     def __init__(self, config, requant_latency: int = Requant.LATENCY):
-        b = config.dram_bytes_per_cycle
-        if b & (b - 1) or not 1 <= b <= 64:
-            raise ValueError(f"dram_bytes_per_cycle must be a power of two in 1..64, not {b}")
-        self.config = config
+        self.config = config   # HwConfig has validated dram_bytes_per_cycle (a power of two)
         self._requant = Requant(config.cols, latency=requant_latency)   # validates the latency
         self.requant_latency = self._requant.LATENCY
         self.depth = self.requant_latency + 4
-        self.row_bytes = max(config.spad_row_bytes, 4 * config.cols)
-        self.max_beats = (b - 1 + self.row_bytes + b - 1) // b
+        self.row_bytes, self.max_beats = dma_row_geometry(config)
         super().__init__({
             **engine_signature(DmaCmd).members,
             "dram": Out(dram_port_signature(config)),

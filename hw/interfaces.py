@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from ..isa.spec import Opcode
 
 __all__ = ["DmaCmd", "ComputeCmd", "engine_signature", "read_port_signature", "write_port_signature",
-           "dram_port_signature", "ROW_ADDR_BITS", "PC_BITS"]
+           "dram_port_signature", "dma_row_geometry", "ROW_ADDR_BITS", "PC_BITS"]
 
 ROW_ADDR_BITS = 16   # scratchpad / accumulator row addresses (the ISA's MEM_OFF_BITS)
 PC_BITS = 16         # instruction index (imem_words <= 65536)
@@ -95,6 +95,14 @@ def read_port_signature(addr_bits: int, data_bits: int) -> wiring.Signature:
 def write_port_signature(addr_bits: int, data_bits: int) -> wiring.Signature:
     """A write port as seen by its user (flip it for the memory side)."""
     return wiring.Signature({"addr": Out(addr_bits), "en": Out(1), "data": Out(data_bits)})
+
+
+def dma_row_geometry(config) -> tuple[int, int]:
+    """(row_bytes, max_beats) of the DMA engines: the most bytes one row moves (a scratchpad row or
+    an accumulator row of int32), and the most DRAM beats such a row can touch at any alignment."""
+    b = config.dram_bytes_per_cycle
+    row_bytes = max(config.spad_row_bytes, 4 * config.cols)
+    return row_bytes, (b - 1 + row_bytes + b - 1) // b
 
 
 def dram_port_signature(config) -> wiring.Signature:
