@@ -81,7 +81,7 @@ class Prepared:
     The operand fields are unpacked once here; :meth:`resolve` (bound to the resolver of the
     instruction's kind) only adds registers and compares bounds.
     """
-    __slots__ = ("pc", "op", "unit", "pops", "pushes", "mnemonic", "config", "resolve", "execute", "f")
+    __slots__ = ("pc", "op", "unit", "pops", "pushes", "mnemonic", "config", "kind", "resolve", "execute", "f")
 
     def __init__(self, pc: int, instr: Instruction, config):
         spec = BY_OPCODE[instr.op]
@@ -98,15 +98,15 @@ class Prepared:
             elem, space, _ = _DMA[op]
             mem = a["acc" if space == "acc" else "sp"]
             self.f = (*mem, *a["dram"], a["rows"], a["len"], a["stride"], elem, space == "acc", *quant)
-            self.resolve = self._resolve_dma
+            self.kind, self.resolve = "dma", self._resolve_dma
         elif op == Opcode.PRELOAD:
             self.f = a["sp"]
-            self.resolve = self._resolve_preload
+            self.kind, self.resolve = "preload", self._resolve_preload
         else:
             matmul = op == Opcode.MATMUL
             src, dst = (a["sp"], a["acc"]) if matmul else (a["src"], a["dst"])
             self.f = (*src, *dst, a["rows"], a.get("accumulate", 0), matmul, *quant)
-            self.resolve = self._resolve_compute
+            self.kind, self.resolve = "compute", self._resolve_compute
 
     # Each resolver: resolve ``rN+off`` and ``qreg`` with the current registers and check every
     # address, raising AddrRangeError with a message naming the operand, the range and the size.
@@ -126,15 +126,14 @@ class Prepared:
                 raise AddrRangeError(f"{self.mnemonic}: dram: row {rows - 1} ends at byte {end} "
                                      f"(dram={dram:#x}, stride={stride}, len={length} x {elem} bytes), "
                                      f"past dram_bytes={cfg.dram_bytes}")
-        return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, mem, dram, rows, length,
-                   stride, 0, 0, 0, regs[qreg], shift, zp, relu)
+        return self.command(mem=mem, dram=dram, mult=regs[qreg])
 
     def _resolve_preload(self, regs: list[int]) -> Cmd:
         reg, off = self.f
         src = (regs[reg] + off) & MASK32
         # preload always reads one weight tile: the array's rows, whatever its rows field says.
         self._rows(False, "sp", src, self.config.rows)
-        return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, src=src)
+        return self.command(src=src)
 
     def _resolve_compute(self, regs: list[int]) -> Cmd:
         sreg, soff, dreg, doff, rows, accumulate, matmul, qreg, shift, zp, relu = self.f
@@ -143,8 +142,20 @@ class Prepared:
         if rows > 0:
             self._rows(not matmul, "sp" if matmul else "src", src, rows)
             self._rows(True, "acc" if matmul else "dst", dst, rows)
+        return self.command(src=src, dst=dst, mult=regs[qreg])
+
+    def command(self, mem: int = 0, dram: int = 0, src: int = 0, dst: int = 0, mult: int = 0) -> Cmd:
+        """The command with these resolved values (what :meth:`resolve` returns, without its checks)."""
+        f = self.f
+        if self.kind == "dma":
+            rows, length, stride, quant = f[4], f[5], f[6], f[9:]
+            return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, mem, dram, rows, length,
+                       stride, 0, 0, 0, mult, *quant[1:])
+        if self.kind == "preload":
+            return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, src=src)
+        rows, accumulate, quant = f[4], f[5], f[7:]
         return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, 0, 0, rows, 0, 0,
-                   src, dst, accumulate, regs[qreg], shift, zp, relu)
+                   src, dst, accumulate, mult, *quant[1:])
 
     def _rows(self, is_acc: bool, operand: str, first: int, rows: int) -> None:
         limit = self.config.acc_rows if is_acc else self.config.spad_rows

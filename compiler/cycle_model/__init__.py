@@ -10,12 +10,14 @@ happens; a differential test against the RTL on kernels and random programs keep
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...isa.image import ProgramImage
 from ...isa.spec import ErrorCode
+from . import native
 from .machine import ACTIVITY_NAMES, CycleLimit, simulate_words
 
 __all__ = ["simulate", "CycleResult", "CycleLimit", "run_bundle_cycle", "UNIT_COUNTERS", "ACTIVITY_NAMES",
@@ -74,7 +76,7 @@ def _words(program, config) -> tuple[int, ...]:
 
 
 def simulate(program, config, dram=None, *, max_cycles: int = DEFAULT_MAX_CYCLES,
-             every_cycle: bool = False) -> CycleResult:
+             every_cycle: bool = False, engine: str = "auto") -> CycleResult:
     """Run a program on the cycle model.
 
     Parameters
@@ -90,7 +92,10 @@ def simulate(program, config, dram=None, *, max_cycles: int = DEFAULT_MAX_CYCLES
         Watchdog: :class:`CycleLimit` when the run has not ended after this many cycles.
     every_cycle : bool
         Evaluate every cycle one by one instead of jumping between events: much slower, the
-        same results (tests hold the fast paths to it).
+        same results (tests hold the fast paths to it). Python engine only.
+    engine : {"auto", "native", "python"}
+        ``native``: the C++ engine (:mod:`.native`, built on first use); ``python``: the
+        Python model; ``auto``: native where it builds, else Python (the same figures).
 
     Returns
     -------
@@ -101,20 +106,60 @@ def simulate(program, config, dram=None, *, max_cycles: int = DEFAULT_MAX_CYCLES
     CycleLimit
         The run did not end within ``max_cycles``.
     ValueError
-        A program that does not fit the instruction memory, or a malformed DRAM image.
+        A program that does not fit the instruction memory, a malformed DRAM image, or an
+        unknown engine.
     ImageError
         An image made for another config.
+    NativeUnavailable
+        ``engine="native"`` where the C++ engine cannot be built.
     """
-    import time
     t0 = time.perf_counter()
+    if engine not in ("auto", "native", "python"):
+        raise ValueError(f"engine: must be auto, native or python, got {engine!r}")
     words = _words(program, config)
     image = None
     if dram is not None:
         from ...isa.refsim import _initial_dram
         image = _initial_dram(dram, config)
+    if engine == "native" or (engine == "auto" and not every_cycle and native.available()):
+        if every_cycle:
+            raise ValueError("every_cycle: only the Python engine evaluates every cycle")
+        return _simulate_native(words, config, image, max_cycles, t0)
     sim = simulate_words(words, config, image, max_cycles=max_cycles, every_cycle=every_cycle)
     return CycleResult(sim.T, dict(sim.c), sim.error, sim.error_pc if sim.error != ErrorCode.NONE else 0,
                        sim.error_msg, image, time.perf_counter() - t0, dict(sim.activity))
+
+
+def _simulate_native(words, config, image, max_cycles, t0) -> CycleResult:
+    from ...isa.refsim_units import AddrRangeError, Machine
+    r = native.simulate_native(words, config, Machine(config, image) if image is not None else None,
+                               max_cycles=max_cycles)
+    stop, pc, entry = r["stop"], r["stop_pc"], r["entry"]
+    if stop == native.STOP_LIMIT:
+        raise CycleLimit(f"cycle model: not done after max_cycles={max_cycles}")
+    if stop == native.STOP_MODEL:
+        raise RuntimeError(f"cycle model (native): no progress possible after cycle {pc} and no deadlock "
+                           f"detected (model error)")
+    error, message = ErrorCode.NONE, ""
+    if stop == native.STOP_DECODE:
+        error, message = entry
+    elif stop == native.STOP_FETCH:
+        error, message = ErrorCode.PC_RANGE, f"fetch outside the instruction memory (imem_words={config.imem_words})"
+    elif stop == native.STOP_BRANCH:
+        error = ErrorCode.PC_RANGE
+        message = f"dbnz: branch target {entry.args['target']} is outside the instruction memory"
+    elif stop == native.STOP_ADDR:
+        error = ErrorCode.ADDR_RANGE
+        try:
+            entry.resolve(r["regs"])
+            message = "address out of range"
+        except AddrRangeError as e:
+            message = str(e)
+    elif stop == native.STOP_DEADLOCK:
+        error, message = ErrorCode.DEADLOCK, "every unit waits on a token"
+    counters = r["counters"]
+    return CycleResult(counters["cycles"], counters, error, pc if error != ErrorCode.NONE else 0, message,
+                       image, time.perf_counter() - t0, r["activity"])
 
 
 def run_bundle_cycle(bundle, options: dict):

@@ -7,12 +7,13 @@ kernel. ``--runslow``: 1,000 random programs, long ones, and every kernel at sev
 
 import pytest
 
-from npuforge.compiler.cycle_model import simulate
+from npuforge.compiler.cycle_model import native, simulate
 from npuforge.compiler.cycle_model.cases import build_case, kernel_cases
 from npuforge.config import load_config
 from npuforge.cosim.randprog import random_programs
 
 pytestmark = pytest.mark.rtl
+ENGINES = ("native", "python") if native.available() else ("python",)
 
 
 def _compare(cfg, jobs):
@@ -22,12 +23,13 @@ def _compare(cfg, jobs):
     problems = []
     for (label, words, _), r in zip(jobs, results):
         assert not r.timed_out, f"{cfg.name} {label}: RTL watchdog fired"
-        m = simulate(words, cfg)
-        got = (m.cycles, m.error.name, m.error_pc if m.error.name != "NONE" else 0)
         want = (r.cycles, r.error.name, r.error_pc if r.error.name != "NONE" else 0)
-        diff = {k: (v, m.counters[k]) for k, v in r.counters.items() if m.counters[k] != v}
-        if got != want or diff:
-            problems.append(f"{cfg.name} {label}: RTL {want}, model {got}; counters (RTL, model) {diff}")
+        for engine in ENGINES:
+            m = simulate(words, cfg, engine=engine)
+            got = (m.cycles, m.error.name, m.error_pc if m.error.name != "NONE" else 0)
+            diff = {k: (v, m.counters[k]) for k, v in r.counters.items() if m.counters[k] != v}
+            if got != want or diff:
+                problems.append(f"{cfg.name} {label}: RTL {want}, {engine} model {got}; counters (RTL, model) {diff}")
     return problems
 
 

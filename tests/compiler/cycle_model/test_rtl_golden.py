@@ -11,21 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from npuforge.compiler.cycle_model import simulate
+from npuforge.compiler.cycle_model import native, simulate
 from npuforge.compiler.cycle_model.cases import pack_words, unpack_words
 from npuforge.config import load_config
 
 RECORD = json.loads((Path(__file__).parent / "rtl_golden.json").read_text())
 
 
+@pytest.mark.parametrize("engine", ["native", "python"])
 @pytest.mark.parametrize("preset", sorted(RECORD))
-def test_model_matches_recorded_rtl(preset):
+def test_model_matches_recorded_rtl(preset, engine):
+    if engine == "native" and not native.available():
+        pytest.skip("no C++ compiler for the native engine")
     rec = RECORD[preset]
     cfg = load_config(preset)
     assert cfg.hash == rec["config_hash"], f"{preset}: the preset changed; regenerate rtl_golden.json"
     problems = []
     for run in rec["runs"]:
-        m = simulate(unpack_words(run["words"]), cfg)
+        m = simulate(unpack_words(run["words"]), cfg, engine=engine)
         got = (m.cycles, m.error.name, m.error_pc)
         want = (run["cycles"], run["error"], run["error_pc"])
         diff = {k: (v, m.counters[k]) for k, v in run["counters"].items() if m.counters[k] != v}

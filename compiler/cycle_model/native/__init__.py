@@ -1,0 +1,232 @@
+"""The cycle model's native engine: machine.cpp, built on first use and called through ctypes.
+
+The C++ engine applies the rules of the Python model (:mod:`..machine`, :mod:`..dispatch`,
+:mod:`..engines`, :mod:`..dma`) statement for statement; tests hold the two to the same
+cycles, counters, activity and errors, and both to the RTL. The Python model stays the
+readable specification and the fallback where no C++ compiler is installed (the Verilator
+flow needs one anyway).
+
+The library is compiled with the system C++ compiler (``$CXX``, else ``c++`` / ``g++``) into
+``build/cycle_model/<source hash>.so`` once and reused; a build is written to a temporary
+name and renamed, so parallel test workers never load a half-written file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ....hw.compute import array_latency
+from ....hw.counters import COUNTER_NAMES
+from ....hw.requant import Requant
+from ....isa.encoding import DecodeError, decode
+from ....isa.refsim_units import prepare
+from ....isa.spec import BY_OPCODE, NUM_REGS, Opcode
+from ..dispatch import SCALAR_OPS
+from ..engines import ACTIVITY_NAMES
+
+__all__ = ["available", "simulate_native", "NativeUnavailable", "library_path"]
+
+_SOURCE = Path(__file__).with_name("machine.cpp")
+_FLAGS = ["-O2", "-std=c++17", "-shared", "-fPIC"]
+
+# Column order of the instruction table and of the config vector (machine.cpp's enums Col and
+# ConfigIdx); npf_abi() returns their lengths, checked on load.
+TABLE_COLS = ("kind", "op", "unit|rd", "pops|rs", "pushes|imm", "accumulate|target", "rclass", "f0", "f1",
+              "f2", "f3", "rows", "len", "stride", "elem", "is_acc", "qreg", "cclass", "spad_side", "requant",
+              "count_elem")
+CONFIG_FIELDS = ("rows", "cols", "queue_depth", "token_depth", "dram_bytes_per_cycle", "dram_latency",
+                 "imem_words", "spad_rows", "acc_rows", "spad_row_bytes", "dram_bytes", "requant_latency",
+                 "array_latency", "op_nop", "op_halt", "op_fence", "op_seti", "op_addi", "op_dbnz",
+                 "max_cycles", "log")
+# Stop kinds of machine.cpp (enum Stop).
+(STOP_FINISHED, STOP_DECODE, STOP_FETCH, STOP_BRANCH, STOP_ADDR, STOP_DEADLOCK, STOP_LIMIT,
+ STOP_MODEL) = range(8)
+_LOG_FIELDS = 6     # pc, mem, dram, src, dst, mult of each accepted command
+_RCLASS = {"dma": 0, "preload": 1, "compute": 2}
+_CCLASS = {Opcode.PRELOAD: 0, Opcode.MATMUL: 1, Opcode.VADD: 3, Opcode.VMAX: 3}    # else 2: one source row
+
+
+class NativeUnavailable(RuntimeError):
+    """No C++ compiler, or the build failed: the Python model runs instead."""
+
+
+def library_path() -> Path:
+    """Where the compiled engine for the current source lives."""
+    from ....cosim.build import repo_build_dir
+    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode()).hexdigest()[:16]
+    return repo_build_dir() / "cycle_model" / f"machine-{digest}.so"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+@lru_cache(maxsize=1)
+def _library():
+    path = library_path()
+    if not path.exists():
+        cxx = _compiler()
+        if cxx is None:
+            raise NativeUnavailable("no C++ compiler found ($CXX, c++, g++, clang++)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, str(_SOURCE)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise NativeUnavailable(f"{cxx} failed on {_SOURCE}:\n{proc.stderr[-2000:]}")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(path))
+    i64p = ctypes.POINTER(ctypes.c_int64)
+    lib.npf_run.restype = ctypes.c_void_p
+    lib.npf_run.argtypes = [i64p, ctypes.c_int64, i64p, ctypes.c_int64, i64p, i64p, i64p, i64p]
+    lib.npf_log.argtypes = [ctypes.c_void_p, i64p]
+    lib.npf_free.argtypes = [ctypes.c_void_p]
+    lib.npf_abi.restype = ctypes.c_int64
+    if lib.npf_abi() != len(TABLE_COLS) * 1000 + len(CONFIG_FIELDS):
+        raise NativeUnavailable(f"{path}: table layout differs from native/__init__.py")
+    return lib
+
+
+def available() -> bool:
+    """Whether the native engine can run here (builds it on first call)."""
+    try:
+        _library()
+    except NativeUnavailable:
+        return False
+    return True
+
+
+def _row(pc: int, word: int, config) -> tuple[list[int], object]:
+    """One table row and what the Python side keeps of the instruction (Prepared, or the decode error)."""
+    row = [0] * len(TABLE_COLS)
+    try:
+        instr = decode(word)
+    except DecodeError as e:
+        row[0], row[1] = 2, int(e.code.value)
+        return row, (e.code, f"word {word:#034x}: {e}")
+    op = instr.op
+    row[1] = op.value
+    if op in SCALAR_OPS:
+        args = instr.args
+        row[2:6] = args.get("rd", 0), args.get("rs", 0), args.get("imm", 0), args.get("target", 0)
+        return row, instr
+    p = prepare(pc, instr, config)
+    row[0] = 1
+    row[2] = p.unit
+    row[3] = sum(1 << ch for ch in p.pops)
+    row[4] = sum(1 << ch for ch in p.pushes)
+    row[6] = _RCLASS[p.kind]
+    f = p.f
+    if p.kind == "dma":
+        row[7:17] = f[0], f[1], f[2], f[3], f[4], f[5], f[6], BY_OPCODE[op].elem_bytes, int(f[8]), f[9]
+        row[18] = int(op in (Opcode.LOAD_SP, Opcode.STORE_SP))
+        row[19] = int(op == Opcode.STORE_ACC8)
+        row[20] = 4 if op in (Opcode.LOAD_ACC32, Opcode.STORE_ACC32) else 1
+    elif p.kind == "preload":
+        row[7:9] = f
+        row[17] = _CCLASS[op]
+    else:
+        row[7:12] = f[0], f[1], f[2], f[3], f[4]
+        row[5] = int(f[5])
+        row[16] = f[7]
+        row[17] = _CCLASS.get(op, 2)
+    return row, p
+
+
+@lru_cache(maxsize=64)
+def _table(words: tuple[int, ...], config) -> tuple[np.ndarray, tuple]:
+    """The instruction table of a program (one row per word and one for the word 0 past its end)."""
+    rows, kept = [], []
+    for pc, word in enumerate((*words, 0)):
+        row, what = _row(pc, word, config)
+        rows.append(row)
+        kept.append(what)
+    return np.ascontiguousarray(np.array(rows, dtype=np.int64)), tuple(kept)
+
+
+def _config_vector(config, max_cycles: int, log: bool) -> np.ndarray:
+    values = dict(rows=config.rows, cols=config.cols, queue_depth=config.queue_depth,
+                  token_depth=config.token_depth, dram_bytes_per_cycle=config.dram_bytes_per_cycle,
+                  dram_latency=config.dram_latency, imem_words=config.imem_words, spad_rows=config.spad_rows,
+                  acc_rows=config.acc_rows, spad_row_bytes=config.spad_row_bytes, dram_bytes=config.dram_bytes,
+                  requant_latency=Requant.LATENCY, array_latency=array_latency(config),
+                  op_nop=Opcode.NOP.value, op_halt=Opcode.HALT.value, op_fence=Opcode.FENCE.value,
+                  op_seti=Opcode.SETI.value, op_addi=Opcode.ADDI.value, op_dbnz=Opcode.DBNZ.value,
+                  max_cycles=max_cycles, log=int(log))
+    return np.array([values[name] for name in CONFIG_FIELDS], dtype=np.int64)
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+
+
+def simulate_native(words: tuple[int, ...], config, machine=None, *, max_cycles: int):
+    """Run the native engine; see :func:`npuforge.compiler.cycle_model.simulate`.
+
+    Parameters
+    ----------
+    words : tuple of int
+    config : HwConfig
+    machine : npuforge.isa.refsim_units.Machine, optional
+        When given, every accepted command is executed on it in acceptance order (the order
+        the Python model executes them in).
+    max_cycles : int
+
+    Returns
+    -------
+    dict
+        ``stop`` (a STOP_* kind), ``stop_pc``, ``counters``, ``activity``, ``regs``, and the
+        decode entry of the stop pc (``entry``) for error messages.
+
+    Raises
+    ------
+    NativeUnavailable
+        The engine cannot be built here.
+    """
+    lib = _library()
+    table, kept = _table(words, config)
+    cfg = _config_vector(config, max_cycles, machine is not None)
+    status = np.zeros(3, np.int64)
+    counters = np.zeros(len(COUNTER_NAMES), np.int64)
+    activity = np.zeros(len(ACTIVITY_NAMES), np.int64)
+    regs = np.zeros(NUM_REGS, np.int64)
+    handle = lib.npf_run(_ptr(table), len(words), _ptr(cfg), len(cfg), _ptr(status), _ptr(counters),
+                         _ptr(activity), _ptr(regs))
+    if not handle:
+        raise NativeUnavailable("the native engine refused the config vector")
+    try:
+        if machine is not None and status[2]:
+            log = np.empty(int(status[2]), np.int64)
+            lib.npf_log(handle, _ptr(log))
+            # One command object per pc, its resolved fields set before each execution (the
+            # execute functions keep nothing of it): a third of the cost of a fresh one each time.
+            commands = {}
+            for pc, mem, dram, src, dst, mult in log.reshape(-1, _LOG_FIELDS).tolist():
+                cmd = commands.get(pc)
+                if cmd is None:
+                    cmd = commands[pc] = kept[pc].command()
+                cmd.mem, cmd.dram, cmd.src, cmd.dst, cmd.mult = mem, dram, src, dst, mult
+                cmd.execute(machine, cmd)
+    finally:
+        lib.npf_free(handle)
+    stop_pc = int(status[1])
+    entry = kept[min(stop_pc, len(words))] if 0 <= stop_pc else None
+    return dict(stop=int(status[0]), stop_pc=stop_pc, entry=entry,
+                counters=dict(zip(COUNTER_NAMES, counters.tolist())),
+                activity=dict(zip(ACTIVITY_NAMES, activity.tolist())), regs=regs.tolist())
