@@ -1,9 +1,14 @@
 """Energy and power from switching activity, with coefficients from a YAML file.
 
 The activity of a run (:mod:`npuforge.cosim.toggles`: toggles per group, multiplier
-operand flips, SRAM reads/writes per memory, ``busy`` cycles) and the core's counters (DRAM
-beats) are weighted by the coefficients of ``configs/energy/default.yaml`` (or another file
-of the same shape); every default there names its published source and scale factor.
+operand, partial-sum and partial-product flips, SRAM reads/writes per memory, ``busy``
+cycles) and the core's counters (DRAM beats) are weighted by the coefficients of
+``configs/energy/default.yaml`` (or another file of the same shape, such as the output of
+``npuforge power calibrate``); every default there names its source.
+
+Which file: ``load_energy_model(path)``; without a path, the file named by the environment
+variable :data:`ENERGY_FILE_ENV` (``NPUFORGE_ENERGY_FILE``) when set, else the default file.
+That is how a run (``npuforge run ... --power``) switches to a calibration file.
 
 Units in the breakdown: ``array``, ``scratchpad``, ``accumulator``, ``dma``, ``vector``,
 ``control`` (each: register toggles + its SRAM accesses + its leakage) and ``dram``.
@@ -11,6 +16,7 @@ Units in the breakdown: ``array``, ``scratchpad``, ``accumulator``, ``dma``, ``v
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -18,9 +24,15 @@ import yaml
 from .toggles import GROUPS, _group
 
 __all__ = ["EnergyModel", "load_energy_model", "energy_breakdown_pj", "energy_report", "DEFAULT_ENERGY_FILE",
-           "UNITS"]
+           "UNITS", "ENERGY_FILE_ENV", "MAC_COEFFICIENTS"]
 
 DEFAULT_ENERGY_FILE = Path(__file__).resolve().parent.parent / "configs" / "energy" / "default.yaml"
+ENERGY_FILE_ENV = "NPUFORGE_ENERGY_FILE"
+# Activity count -> coefficient (pJ per flip) of the multiply-accumulate logic; the last two are
+# optional in a file (0 when absent, which is the register-only model of older files).
+MAC_COEFFICIENTS = {"mac_operand_toggles": "mac_operand_toggle_pj", "mac_psum_toggles": "mac_psum_toggle_pj",
+                    "mac_pp_toggles": "mac_pp_toggle_pj"}
+_OPTIONAL = ("mac_psum_toggle_pj", "mac_pp_toggle_pj")
 UNITS = GROUPS + ("dram",)
 _REQUIRED = ("node", "scale", "toggle_pj", "toggle_ref_bits", "toggle_size_exponent", "mac_operand_toggle_pj",
              "sram_read_pj_per_64b", "sram_ref_kib", "sram_size_exponent", "sram_write_factor", "dram_pj_per_byte",
@@ -49,17 +61,23 @@ def load_energy_model(path=None) -> EnergyModel:
     Parameters
     ----------
     path : path, optional
-        YAML file; default ``configs/energy/default.yaml``.
+        YAML file; default: ``$NPUFORGE_ENERGY_FILE`` if set, else ``configs/energy/default.yaml``.
 
     Raises
     ------
     ValueError
         A key is missing or a coefficient is negative (the message names the file and key).
     """
-    path = Path(path) if path is not None else DEFAULT_ENERGY_FILE
+    if path is None:
+        path = os.environ.get(ENERGY_FILE_ENV) or DEFAULT_ENERGY_FILE
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"energy coefficient file {path} does not exist")
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of energy coefficients")
+    if "mac_calibration" in raw:
+        _read_mac_calibration(raw, path)
     for key in _REQUIRED:
         if key not in raw:
             raise ValueError(f"{path}: missing key '{key}'")
@@ -69,14 +87,34 @@ def load_energy_model(path=None) -> EnergyModel:
     for key in _LEAK_KEYS:
         if key not in raw["leakage_pj_per_cycle"]:
             raise ValueError(f"{path}: leakage_pj_per_cycle has no entry '{key}'")
+    for key in _OPTIONAL:
+        raw.setdefault(key, 0.0)
     flat = [("scale", raw["scale"]), ("mac_operand_toggle_pj", raw["mac_operand_toggle_pj"]),
+            ("mac_psum_toggle_pj", raw["mac_psum_toggle_pj"]), ("mac_pp_toggle_pj", raw["mac_pp_toggle_pj"]),
             ("dram_pj_per_byte", raw["dram_pj_per_byte"]), ("sram_read_pj_per_64b", raw["sram_read_pj_per_64b"])]
     flat += [(f"toggle_pj.{k}", v) for k, v in raw["toggle_pj"].items()]
     flat += [(f"leakage_pj_per_cycle.{k}", v) for k, v in raw["leakage_pj_per_cycle"].items()]
     for key, value in flat:
         if not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{path}: {key} must be a number >= 0, not {value!r}")
-    return EnergyModel(raw)
+    model = EnergyModel(raw)
+    model.path = str(path)
+    return model
+
+
+def _read_mac_calibration(raw: dict, path: Path) -> None:
+    """Take the MAC coefficients from the calibration file that ``mac_calibration`` names."""
+    cal_path = (path.parent / str(raw["mac_calibration"])).resolve()
+    if not cal_path.is_file():
+        raise ValueError(f"{path}: mac_calibration: {raw['mac_calibration']} ({cal_path}) does not exist")
+    cal = yaml.safe_load(cal_path.read_text())
+    for key in MAC_COEFFICIENTS.values():
+        if key in raw:
+            raise ValueError(f"{path}: {key} is set here and by mac_calibration; keep one")
+        if not isinstance(cal, dict) or key not in cal:
+            raise ValueError(f"{cal_path}: missing key '{key}' (named by {path}: mac_calibration)")
+        raw[key] = cal[key]
+    raw["mac_calibration"] = str(cal_path)
 
 
 def energy_breakdown_pj(activity: dict, counters: dict, config, model: EnergyModel | None = None) -> dict:
@@ -101,7 +139,8 @@ def energy_breakdown_pj(activity: dict, counters: dict, config, model: EnergyMod
     out = {u: {"toggles": 0.0, "sram": 0.0, "leakage": 0.0} for u in UNITS}
     for g in GROUPS:
         out[g]["toggles"] = activity["toggles"][g] * model.toggle_pj(g, activity["bits"].get(g, 0))
-    out["array"]["toggles"] += model["scale"] * model["mac_operand_toggle_pj"] * activity["mac_operand_toggles"]
+    out["array"]["toggles"] += model["scale"] * sum(model[coef] * activity.get(key, 0)
+                                                    for key, coef in MAC_COEFFICIENTS.items())
     for memory, m in activity["sram"].items():
         unit = _group(memory.rsplit(".", 1)[0] if "." in memory else "")
         out[unit]["sram"] += (m["reads"] * model.sram_access_pj(m["width"], m["depth"])
@@ -145,6 +184,7 @@ def energy_report(activity: dict, counters: dict, config, model: EnergyModel | N
         "clock_mhz": config.clock_mhz,
         "energy_breakdown_pj": {u: round(d["total"], 3) for u, d in detail.items()},
         "energy_detail_pj": {u: {k: round(v, 3) for k, v in d.items()} for u, d in detail.items()},
-        "energy_model": {"node": model["node"], "scale": model["scale"]},
+        "energy_model": {"node": model["node"], "scale": model["scale"],
+                         "file": getattr(model, "path", None)},
         "activity": activity,
     }

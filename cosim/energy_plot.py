@@ -16,7 +16,8 @@ def energy_lines(report: dict) -> list[str]:
     macs = report.get("macs") or 0
     per_mac = f", {total / macs:.3g} pJ/MAC" if macs else ""
     model = report.get("energy_model", {})
-    lines = [f"  energy: {total / 1e6:.4g} uJ ({model.get('node', '?')}, scale {model.get('scale', '?')}){per_mac}; "
+    how = ", cycle-model estimate" if report.get("energy_fidelity") == "cycle" else ""
+    lines = [f"  energy: {total / 1e6:.4g} uJ ({model.get('node', '?')}, scale {model.get('scale', '?')}{how}){per_mac}; "
              f"power {report['power_mw']:.4g} mW at {report.get('clock_mhz', '?')} MHz"]
     parts = sorted(report["energy_breakdown_pj"].items(), key=lambda kv: -kv[1])
     lines.append("  breakdown: " + ", ".join(f"{u} {v / total:.1%}" for u, v in parts if total > 0))

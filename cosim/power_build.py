@@ -17,7 +17,7 @@ from pathlib import Path
 from . import build as _b
 from .toggles import Probe, SramPort, find_probes, probe_verilog
 
-__all__ = ["build_power_rtl", "load_probes"]
+__all__ = ["build_power_rtl", "load_probes", "wrap_long_lines"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -27,6 +27,18 @@ def _key(config) -> str:
     h.update((_HERE / "toggles.py").read_bytes())
     h.update((_HERE / "power_build.py").read_bytes())
     return h.hexdigest()[:16]
+
+
+def wrap_long_lines(verilog: str, limit: int = 2000) -> str:
+    """Break ``wire`` lines longer than ``limit`` characters after each ``", "``.
+
+    Verilator's preprocessor stops at 40,000 tokens on one line ("Too many preprocessor
+    tokens"); the probes' concatenations of every PE register reach that on 16x16. An
+    escaped identifier holds no space and a ``wire`` line no string, so there ``", "`` only
+    ever separates list items.
+    """
+    return "\n".join(line.replace(", ", ",\n      ") if len(line) > limit and line.startswith("  wire ") else line
+                     for line in verilog.split("\n"))
 
 
 def build_power_rtl(config, *, waves: bool = False, quiet: bool = False) -> _b.RtlBuild:
@@ -63,7 +75,7 @@ def build_power_rtl(config, *, waves: bool = False, quiet: bool = False) -> _b.R
     text, mems, tb = _b.simtop_verilog(config)
     probes, ports = find_probes(text, TOP_NAME)
     end = tb.rindex("endmodule")
-    tb = tb[:end] + probe_verilog(probes, ports) + tb[end:]
+    tb = tb[:end] + wrap_long_lines(probe_verilog(probes, ports)) + tb[end:]
     simmem = (_HERE / "simmem.v").read_text()
     flags = " ".join(_build_args()) + " " + _b._MAKEFLAGS
     vsha = hashlib.sha256((text + tb + simmem + flags).encode()).hexdigest()[:12]

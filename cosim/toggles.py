@@ -12,8 +12,16 @@ What is counted (the *activity* of a run):
   ``accumulator``, ``dma`` (load/store engines, DRAM arbiter), ``vector`` (vector unit and
   requantiser) and ``control`` (dispatcher, queues, sequencers, tokens, compute control).
 - ``mac_operand_toggles``: bit flips of the multiplier operands of every PE (the ``a``
-  activation and ``w`` weight registers), a proxy for the multiplier's switching
-  (RECIPES.md sec. 9: register toggles alone mis-estimate the MAC energy).
+  activation and ``w`` weight registers; ``a_out``/``w_out`` in the output-stationary PE).
+- ``mac_psum_toggles``: bit flips of every PE's partial-sum register (``p``; ``acc`` in the
+  output-stationary PE). Both are part of ``toggles["array"]`` too.
+- ``mac_pp_toggles``: bit flips of the multiplier's partial products, computed from the PE's
+  registered operands: partial product ``i`` is ``w[i] ? a : 0`` (8 bits, the raw two's
+  complement bits of ``a``; its shift does not change its flips), and the count adds
+  ``popcount(pp_i[k] ^ pp_i[k-1])`` over ``i`` and every PE. Register toggles alone are a
+  weak proxy for the multiplier's energy (RECIPES.md sec. 9: 20-30% off on ReLU-like and
+  small-magnitude data); these flips are what drives the partial-product array, and
+  ``npuforge power calibrate`` fits their energy against a gate-level netlist.
 - ``sram[memory] = (reads, writes)``: clock edges with a read / write port enabled.
 - ``cycles``: edges counted (the core's ``busy`` cycles).
 
@@ -30,9 +38,11 @@ import re
 from dataclasses import dataclass
 
 __all__ = ["Probe", "SramPort", "find_probes", "probe_verilog", "GROUPS", "GROUP_RULES", "ACTIVITY_FILE",
-           "parse_activity_line"]
+           "parse_activity_line", "pe_operand_pairs", "MAC_KEYS"]
 
 ACTIVITY_FILE = "activity.jsonl"
+# The MAC counts of an activity record (each PE's registers; see the module docstring).
+MAC_KEYS = ("mac_operand_toggles", "mac_psum_toggles", "mac_pp_toggles")
 GROUPS = ("array", "scratchpad", "accumulator", "dma", "vector", "control")
 
 # First match wins; paths are instance paths below the core ("datapath.spad", ...).
@@ -47,6 +57,10 @@ GROUP_RULES = (
     ("datapath.arbiter", "dma"),
     ("", "control"),
 )
+# PE register names in the Verilog (hw/pe.py): weight-stationary ``a``/``w``/``p``; output-stationary
+# ``a_out``/``w_out``/``acc`` (``a_r``/``w_r`` in Amaranth, renamed after the ports they drive).
+_OPERAND_NAMES = ("a", "w", "a_out", "w_out", "a_r", "w_r")
+_PSUM_NAMES = ("p", "acc")
 # The performance counters are instrumentation (a product would power-gate or omit them).
 _SKIP_FLOPS = {("", "counters")}
 
@@ -67,8 +81,16 @@ class Probe:
     width: int
 
     @property
+    def in_pe(self) -> bool:
+        return ".pe_" in f".{self.path}"
+
+    @property
     def is_mac_operand(self) -> bool:
-        return ".pe_" in f".{self.path}" and self.name in ("a", "w")
+        return self.in_pe and self.name in _OPERAND_NAMES
+
+    @property
+    def is_psum(self) -> bool:
+        return self.in_pe and self.name in _PSUM_NAMES
 
 
 @dataclass(frozen=True)
@@ -143,12 +165,40 @@ def _ref(path: str, name: str) -> str:
     return "simtop.core." + ".".join(f"\\{p} " for p in parts)
 
 
+def pe_operand_pairs(probes: list[Probe]) -> list[tuple[Probe, Probe]]:
+    """The ``(activation, weight)`` operand registers of every PE, in path order.
+
+    Raises
+    ------
+    ValueError
+        A PE with operands other than one activation and one weight register of equal width.
+    """
+    by_pe: dict[str, dict[str, Probe]] = {}
+    for p in probes:
+        if p.is_mac_operand:
+            by_pe.setdefault(p.path, {})[p.name[0]] = p
+    pairs = []
+    for path in sorted(by_pe):
+        ops = by_pe[path]
+        if set(ops) != {"a", "w"} or ops["a"].width != ops["w"].width:
+            raise ValueError(f"PE {path}: expected one activation and one weight register, got {sorted(ops)}")
+        pairs.append((ops["a"], ops["w"]))
+    return pairs
+
+
+def _pp_expr(a: Probe, w: Probe) -> str:
+    # {pp_{n-1}, ..., pp_0}; pp_i = w[i] ? a : 0, the partial products before their shifts.
+    ra, rw = _ref(a.path, a.name), _ref(w.path, w.name)
+    return ", ".join(f"({{{a.width}{{{rw}[{i}]}}}} & {ra})" for i in reversed(range(w.width)))
+
+
 def probe_verilog(probes: list[Probe], ports: list[SramPort]) -> str:
     """Verilog statements (inside the test bench module) that count the activity.
 
     Each group's flops are concatenated into one vector; ``$countones`` of its XOR with the
     previous sample is added while the core is busy (RECIPES.md sec. 7: the cheapest exact
-    counting under cocotb).
+    counting under cocotb). The PE operands, the PE partial sums and the partial products
+    are vectors of their own; the first two are added to the array's total.
     """
     lines = ["  // ---- activity probes (npuforge.cosim.toggles), simulation only ----",
              "  reg [63:0] npf_cycles = 0;", "  reg npf_fin_q = 0;", "  integer npf_fd;",
@@ -157,9 +207,7 @@ def probe_verilog(probes: list[Probe], ports: list[SramPort]) -> str:
     clear, count, fields = [], [], ['"cycles": %0d']
     args = ["npf_cycles"]
 
-    def vector(name, members):
-        width = sum(p.width for p in members)
-        cat = ", ".join(_ref(p.path, p.name) for p in members)
+    def vector(name, width, cat):
         lines.append(f"  wire [{width - 1}:0] {name}_x = {{{cat}}};")
         lines.append(f"  reg [{width - 1}:0] {name}_q = 0;")
         lines.append(f"  reg [63:0] {name} = 0;")
@@ -167,21 +215,32 @@ def probe_verilog(probes: list[Probe], ports: list[SramPort]) -> str:
         count.append(f"    if (npf_busy) {name} <= {name} + 64'($countones({name}_x ^ {name}_q));")
         clear.append(f"      {name} <= 0;")
 
+    def regs(name, members):
+        vector(name, sum(p.width for p in members), ", ".join(_ref(p.path, p.name) for p in members))
+
     mac = [p for p in probes if p.is_mac_operand]
+    psum = [p for p in probes if p.is_psum]
+    pairs = pe_operand_pairs(probes)
     if mac:
-        vector("npf_mac", mac)
+        regs("npf_mac", mac)
+    if psum:
+        regs("npf_psum", psum)
+    if pairs:
+        vector("npf_pp", sum(a.width * w.width for a, w in pairs), ", ".join(_pp_expr(a, w) for a, w in pairs))
     for g in GROUPS:
-        # The MAC operands are array registers: counted once, added to the array's total.
-        members = [p for p in probes if p.group == g and not p.is_mac_operand]
-        extra = " + npf_mac" if g == "array" and mac else ""
+        # The MAC operands and partial sums are array registers: counted once, added to the array's total.
+        members = [p for p in probes if p.group == g and not (p.is_mac_operand or p.is_psum)]
+        extra = (" + npf_mac" if g == "array" and mac else "") + (" + npf_psum" if g == "array" and psum else "")
         if members:
-            vector(f"npf_t_{g}", members)
+            regs(f"npf_t_{g}", members)
         if members or extra:
             fields.append(f'"toggles.{g}": %0d')
             args.append((f"npf_t_{g}" if members else "64'd0") + extra)
-    if mac:
-        fields.append('"mac_operand_toggles": %0d')
-        args.append("npf_mac")
+    for key, name, present in (("mac_operand_toggles", "npf_mac", mac), ("mac_psum_toggles", "npf_psum", psum),
+                               ("mac_pp_toggles", "npf_pp", pairs)):
+        if present:
+            fields.append(f'"{key}": %0d')
+            args.append(name)
     for i, port in enumerate(ports):
         lines.append(f"  reg [63:0] npf_s{i} = 0;")
         count.append(f"    if (npf_busy && {_ref(port.path, port.enable)}) npf_s{i} <= npf_s{i} + 1;")
@@ -214,11 +273,13 @@ def parse_activity_line(raw: dict, ports: list[SramPort], probes: list[Probe] = 
     -------
     dict
         ``cycles``, ``toggles`` ({group: n}), ``bits`` ({group: register bits watched}),
-        ``mac_operand_toggles``, ``sram`` ({memory: {"reads", "writes", "width", "depth"}}).
+        the :data:`MAC_KEYS` (``mac_operand_toggles``, ``mac_psum_toggles``, ``mac_pp_toggles``),
+        ``sram`` ({memory: {"reads", "writes", "width", "depth"}}).
     """
     act = {"cycles": int(raw["cycles"]), "toggles": {g: 0 for g in GROUPS},
-           "bits": {g: sum(p.width for p in probes if p.group == g) for g in GROUPS},
-           "mac_operand_toggles": int(raw.get("mac_operand_toggles", 0)), "sram": {}}
+           "bits": {g: sum(p.width for p in probes if p.group == g) for g in GROUPS}}
+    act.update({k: int(raw.get(k, 0)) for k in MAC_KEYS})
+    act["sram"] = {}
     for g in GROUPS:
         act["toggles"][g] = int(raw.get(f"toggles.{g}", 0))
     for i, port in enumerate(ports):

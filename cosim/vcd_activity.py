@@ -8,7 +8,7 @@ that the probes count exactly; it is far too slow for bulk runs.
 
 from __future__ import annotations
 
-from .toggles import GROUPS, Probe, SramPort
+from .toggles import GROUPS, Probe, SramPort, pe_operand_pairs
 
 __all__ = ["activity_from_vcd"]
 
@@ -57,8 +57,9 @@ def activity_from_vcd(path, probes: list[Probe], ports: list[SramPort]) -> list[
     Returns
     -------
     list of dict
-        Per job: ``cycles``, ``toggles`` ({group: n}), ``mac_operand_toggles`` and ``sram_ports``
-        (one count per entry of ``ports``, in order).
+        Per job: ``cycles``, ``toggles`` ({group: n}), ``mac_operand_toggles``,
+        ``mac_psum_toggles``, ``mac_pp_toggles`` and ``sram_ports`` (one count per entry of
+        ``ports``, in order).
     """
     with open(path) as f:
         ids = _read_header(f)
@@ -71,31 +72,44 @@ def activity_from_vcd(path, probes: list[Probe], ports: list[SramPort]) -> list[
         clk, busy = _find(ids, f"{_TB}.clk"), _find(ids, core + "busy")
         fin, load_q = _find(ids, f"{_TB}.simtop.finished"), _find(ids, f"{_TB}.load_q")
         value: dict[str, int] = {}
-        probe_codes = [(p.group, p.is_mac_operand, code_of[("p", p.path, p.name)]) for p in probes]
+        kind = {p: "mac" if p.is_mac_operand else "psum" if p.is_psum else None for p in probes}
+        probe_codes = [(p.group, kind[p], code_of[("p", p.path, p.name)]) for p in probes]
+        pair_codes = [(code_of[("p", a.path, a.name)], code_of[("p", w.path, w.name)], a.width, w.width)
+                      for a, w in pe_operand_pairs(probes)]
         port_codes = [code_of[("s", i)] for i in range(len(ports))]
         prev = {c: 0 for _, _, c in probe_codes}
-        state = {"cycles": 0, "fin_q": 0, "tog": dict.fromkeys(GROUPS, 0), "mac": 0, "sram": [0] * len(ports)}
+        prev_pp = [0] * len(pair_codes)
+        zero = {"cycles": 0, "tog": dict.fromkeys(GROUPS, 0), "mac": 0, "psum": 0, "pp": 0}
+        state = {**zero, "fin_q": 0, "sram": [0] * len(ports)}
         records = []
+
+        def partial_products(a, w, aw, ww):
+            # The definition, literally: pp_i = w[i] ? a : 0, each in its own aw-bit field.
+            return sum((a if (w >> i) & 1 else 0) << (aw * i) for i in range(ww))
 
         def edge():
             v = value.get
             if v(fin, 0) and not state["fin_q"]:
                 records.append({"cycles": state["cycles"], "toggles": dict(state["tog"]),
-                                "mac_operand_toggles": state["mac"], "sram_ports": list(state["sram"])})
+                                "mac_operand_toggles": state["mac"], "mac_psum_toggles": state["psum"],
+                                "mac_pp_toggles": state["pp"], "sram_ports": list(state["sram"])})
             state["fin_q"] = v(fin, 0)
+            pp_now = [partial_products(v(ca, 0), v(cw, 0), aw, ww) for ca, cw, aw, ww in pair_codes]
             if v(busy, 0):
                 state["cycles"] += 1
-                for group, mac, c in probe_codes:
+                for group, k, c in probe_codes:
                     n = (v(c, 0) ^ prev[c]).bit_count()
                     state["tog"][group] += n
-                    if mac:
-                        state["mac"] += n
+                    if k:
+                        state[k] += n
+                state["pp"] += sum((x ^ y).bit_count() for x, y in zip(pp_now, prev_pp))
                 for i, c in enumerate(port_codes):
                     state["sram"][i] += 1 if v(c, 0) else 0
             for _, _, c in probe_codes:
                 prev[c] = v(c, 0)
+            prev_pp[:] = pp_now
             if v(load_q, 0):
-                state.update(cycles=0, tog=dict.fromkeys(GROUPS, 0), mac=0, sram=[0] * len(ports))
+                state.update(zero, tog=dict.fromkeys(GROUPS, 0), sram=[0] * len(ports))
 
         batch: list[tuple[str, int]] = []
 

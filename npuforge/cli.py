@@ -103,11 +103,15 @@ def cmd_kernel(args) -> int:
     return 0
 
 
-def _run(bundle: Path, fidelity: str, waves: bool, power: bool = False) -> int:
+def _run(bundle: Path, fidelity: str, waves: bool, power: bool = False, engine: str = "cocotb") -> int:
     from .run import run_bundle, summary_line
     options = {"waves": True} if waves else {}
     if power:
         options["power"] = True
+    if fidelity == "rtl":
+        if waves and engine != "cocotb":
+            raise SystemExit("npuforge: --waves needs --engine cocotb (the C++ harness writes no waves)")
+        options["engine"] = engine
     report = run_bundle(bundle, fidelity=fidelity, **options)
     print(summary_line(report))
     from .cosim.energy_plot import energy_lines
@@ -130,7 +134,7 @@ def _run(bundle: Path, fidelity: str, waves: bool, power: bool = False) -> int:
 
 
 def cmd_run(args) -> int:
-    return _run(Path(args.bundle), args.fidelity, args.waves, args.power)
+    return _run(Path(args.bundle), args.fidelity, args.waves, args.power, args.engine)
 
 
 def cmd_power(args) -> int:
@@ -145,6 +149,40 @@ def cmd_power(args) -> int:
     return 0
 
 
+def cmd_power_calibrate(args) -> int:
+    from .cosim.calibrate import main_calibrate
+    main_calibrate(args.config, args.out, cycles=args.cycles, seed=args.seed)
+    return 0
+
+
+def cmd_power_model_error(args) -> int:
+    from .config import load_config
+    from .cosim.energy_model_error import format_model_error, model_error
+    worst = 0.0
+    for name in args.configs.split(","):
+        result = model_error(load_config(name), write=args.write, quiet=False)
+        for line in format_model_error(result):
+            print(line)
+        if args.write:
+            print(f"wrote {result['table']['path']}", file=sys.stderr)
+        worst = max([worst] + [abs(c["error"]["total"]) for c in result["cases"]])
+    return 0 if args.bound is None or worst <= args.bound else 1
+
+
+def cmd_bench_cosim(args) -> int:
+    import json
+    from .config import load_config
+    from .cosim.bench_cosim import bench_cosim, format_bench
+    configs = [load_config(name) for name in args.configs.split(",")]
+    result = bench_cosim(configs, {"m": args.m, "k": args.k, "n": args.n}, seed=args.seed, repeats=args.repeats,
+                         progress=lambda line: print(f"[npuforge bench] {line}", file=sys.stderr, flush=True))
+    print(format_bench(result))
+    if args.json:
+        _atomic_write(Path(args.json), json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .cosim.energy_plot import plot_energy_report
     out = plot_energy_report(args.report, args.output)
@@ -154,7 +192,7 @@ def cmd_report(args) -> int:
 
 def cmd_cosim(args) -> int:
     bundle = _make_bundle(args)
-    return _run(bundle, args.fidelity, args.waves, args.power)
+    return _run(bundle, args.fidelity, args.waves, args.power, args.engine)
 
 
 # ---- docs and hardware -----------------------------------------------------------------------
@@ -278,6 +316,9 @@ def _add_kernel_options(p: argparse.ArgumentParser, fidelity_default: str | None
         p.add_argument("--fidelity", default=fidelity_default, choices=["reference", "cycle", "rtl"])
         p.add_argument("--waves", action="store_true", help="write a waveform into the bundle (rtl)")
         p.add_argument("--power", action="store_true", help="count toggles and report energy and power (rtl)")
+        p.add_argument("--engine", default="cocotb", choices=["cocotb", "harness"],
+                       help="rtl engine: cocotb + Verilator (waves), or the plain Verilator C++ harness "
+                            "(same Verilog and report; faster, cheaper counting; docs/cosim.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity", default="reference", choices=["reference", "cycle", "rtl"])
     p.add_argument("--waves", action="store_true", help="write a waveform into the bundle (rtl)")
     p.add_argument("--power", action="store_true", help="count toggles and report energy and power (rtl)")
+    p.add_argument("--engine", default="cocotb", choices=["cocotb", "harness"],
+                   help="rtl engine: cocotb + Verilator (waves), or the plain Verilator C++ harness "
+                        "(same Verilog and report; faster, cheaper counting; docs/cosim.md)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("power", help="toggle counting and energy")
@@ -318,6 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
     for dim in ("m", "k", "n"):
         b.add_argument(f"--{dim}", type=int, default=256)
     b.set_defaults(func=cmd_power)
+    c = pw.add_parser("calibrate", help="fit the MAC-energy coefficients against a gate-level PE netlist "
+                                        "(yosys + Verilator toggle coverage) over seeded workloads")
+    c.add_argument("-c", "--config", default="4x4", help="config whose array shape sets the grid (capped at 8x8)")
+    c.add_argument("--out", help="energy file to write (default configs/energy/calibration-CONFIG.yaml)")
+    c.add_argument("--cycles", type=int, default=8000, help="cycles per workload")
+    c.add_argument("--seed", type=int, default=2026, help="workload i uses seed + i")
+    c.set_defaults(func=cmd_power_calibrate)
+    e = pw.add_parser("model-error", help="the cycle model's energy estimate against the RTL's, per unit, "
+                                          "on kernel cases (fits the cycle model's toggle table)")
+    e.add_argument("--configs", default="4x4,8x8", help="comma-separated configs")
+    e.add_argument("--write", action="store_true", help="write configs/energy/cycle-CONFIG.yaml")
+    e.add_argument("--bound", type=float, help="exit 1 when a case's total error exceeds this (e.g. 0.1)")
+    e.set_defaults(func=cmd_power_model_error)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bn = p.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
+    b = bn.add_parser("cosim", help="RTL speed: the C++ harness and the cocotb flow, with and without toggle "
+                                    "counting, against the targets; builds, peak memory, cycle model")
+    b.add_argument("--configs", default="4x4,8x8,16x16", help="comma-separated configs")
+    for dim in ("m", "k", "n"):
+        b.add_argument(f"--{dim}", type=int, default=256)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--repeats", type=int, default=3, help="jobs per simulator process (the best rate counts)")
+    b.add_argument("--json", metavar="PATH", help="also write the table as JSON")
+    b.set_defaults(func=cmd_bench_cosim)
 
     p = sub.add_parser("report", help="work with a run's report.json")
     rp = p.add_subparsers(dest="report_command", required=True, metavar="ACTION")

@@ -24,7 +24,8 @@ __all__ = ["BackendResult", "FidelityUnavailable", "ProgramStopped", "FIDELITIES
            "compare_outputs"]
 
 # Keys every report has, whatever the fidelity; later fidelities add energy_pj, power_mw and
-# energy_breakdown_pj through BackendResult.extra.
+# energy_breakdown_pj through BackendResult.extra (rtl with --power: from measured toggles;
+# cycle: estimated from access counts, with energy_fidelity "cycle").
 REPORT_KEYS = ("kernel", "config", "config_hash", "fidelity", "passed", "cycles", "macs", "utilization", "wall_s",
                "mismatch", "error", "counters")
 
@@ -234,7 +235,9 @@ def summary_line(report: dict) -> str:
     elif report.get("cycles") and wall > 0:
         parts.append(f"{report['cycles'] / wall / 1e6:.2f} Mcycles/s")
     if report.get("energy_pj") is not None:
-        parts.append(f"energy={report['energy_pj']:.4g}pJ")
+        # The cycle model's energy is an estimate from access counts, not measured toggles: say so.
+        estimated = report.get("energy_fidelity") == "cycle"
+        parts.append(f"energy{'~' if estimated else '='}{report['energy_pj']:.4g}pJ" + (" (est.)" if estimated else ""))
     if report.get("error"):
         e = report["error"]
         parts.append(f"error={e['code']}@{e['pc']}")

@@ -169,13 +169,17 @@ def run_bundle_cycle(bundle, options: dict):
     ----------
     bundle : Bundle
     options : dict
-        ``max_cycles`` (int): watchdog (default :data:`DEFAULT_MAX_CYCLES`).
+        ``max_cycles`` (int): watchdog (default :data:`DEFAULT_MAX_CYCLES`); ``power``
+        (bool, default True): estimate energy (:mod:`.energy`).
 
     Returns
     -------
     BackendResult
         ``extra`` holds ``model_wall_s`` (the model alone), ``cycles_per_s`` and ``activity``
-        (access counts, see :class:`CycleResult`).
+        (access counts, see :class:`CycleResult`); with ``power``, the RTL's energy keys
+        (``energy_pj``, ``power_mw``, ``energy_breakdown_pj``, ...) estimated from the
+        config's toggle table, labelled ``energy_fidelity: "cycle"``, and the RTL-shaped
+        ``activity_estimate``; or ``energy_note`` saying why there is no estimate.
 
     Raises
     ------
@@ -193,4 +197,18 @@ def run_bundle_cycle(bundle, options: dict):
     extra = {"model_wall_s": round(r.wall_s, 6),
              "cycles_per_s": round(r.cycles / r.wall_s) if r.wall_s > 0 else 0,
              "activity": r.activity}
+    if options.get("power", True):
+        extra.update(_energy_extra(r, config))
     return BackendResult(r.dram, r.cycles, r.counters, extra)
+
+
+def _energy_extra(r: CycleResult, config) -> dict:
+    """The RTL's energy keys, estimated (``energy_fidelity: cycle``); a note when no table exists."""
+    from .energy import estimate_energy
+    try:
+        est = estimate_energy(r.activity, r.counters, config)
+    except (FileNotFoundError, ValueError) as e:
+        return {"energy_note": str(e)}
+    # "activity" stays the cycle model's access counts; the RTL-shaped estimate goes beside it.
+    est["activity_estimate"] = est.pop("activity")
+    return est

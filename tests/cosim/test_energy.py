@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from npuforge.config import load_config
 from npuforge.cosim.energy import DEFAULT_ENERGY_FILE, UNITS, energy_report, load_energy_model
@@ -18,6 +19,7 @@ ONCHIP_PJ_PER_MAC = (0.3, 30.0)
 def _activity(scale=1):
     return {"cycles": 100 * scale, "toggles": {g: 1000 * scale for g in GROUPS},
             "bits": {g: 1024 for g in GROUPS}, "mac_operand_toggles": 400 * scale,
+            "mac_pp_toggles": 700 * scale, "mac_psum_toggles": 300 * scale,
             "sram": {"datapath.spad.bank0": {"reads": 10 * scale, "writes": 5 * scale, "width": 64, "depth": 1024},
                      "datapath.acc.mem": {"reads": 3 * scale, "writes": 3 * scale, "width": 128, "depth": 512},
                      "load_queue.storage": {"reads": 0, "writes": 2 * scale, "width": 64, "depth": 16}}}
@@ -42,7 +44,14 @@ def test_bigger_group_costs_more_per_toggle():
 def test_bad_file_names_the_key(tmp_path):
     bad = tmp_path / "e.yaml"
     bad.write_text(DEFAULT_ENERGY_FILE.read_text().replace("dram_pj_per_byte: 162.5", "dram_pj_per_byte: -1"))
+    with pytest.raises(ValueError, match=r"e\.yaml: mac_calibration: calibration-4x4\.yaml .* does not exist"):
+        load_energy_model(bad)
+    cal = DEFAULT_ENERGY_FILE.with_name("calibration-4x4.yaml")
+    (tmp_path / cal.name).write_text(cal.read_text())
     with pytest.raises(ValueError, match=r"e\.yaml: dram_pj_per_byte must be a number >= 0"):
+        load_energy_model(bad)
+    bad.write_text(DEFAULT_ENERGY_FILE.read_text() + "mac_pp_toggle_pj: 0.01\n")
+    with pytest.raises(ValueError, match=r"e\.yaml: mac_pp_toggle_pj is set here and by mac_calibration"):
         load_energy_model(bad)
     bad.write_text("node: 45nm\n")
     with pytest.raises(ValueError, match="missing key 'scale'"):
@@ -56,8 +65,10 @@ def test_report_arithmetic_by_hand():
     rep = energy_report(_activity(), counters, cfg, m)
     assert set(rep["energy_breakdown_pj"]) == set(UNITS)
     assert rep["energy_breakdown_pj"]["dram"] == pytest.approx(12 * cfg.dram_bytes_per_cycle * 162.5)
-    array = 1000 * 0.008 + 400 * 0.05 + 100 * 0.003 * cfg.pes
-    assert rep["energy_breakdown_pj"]["array"] == pytest.approx(array, rel=1e-6)
+    mac = 400 * m["mac_operand_toggle_pj"] + 700 * m["mac_pp_toggle_pj"] + 300 * m["mac_psum_toggle_pj"]
+    assert mac > 0
+    array = 1000 * 0.008 + mac + 100 * 0.003 * cfg.pes
+    assert rep["energy_breakdown_pj"]["array"] == pytest.approx(array, abs=1e-3)
     spad = 1000 * 0.008 + 15 * 10.0 + 100 * 0.002 * cfg.spad_kib
     assert rep["energy_breakdown_pj"]["scratchpad"] == pytest.approx(spad, rel=1e-6)
     assert rep["energy_pj"] == pytest.approx(sum(rep["energy_breakdown_pj"].values()), rel=1e-6)
@@ -104,3 +115,31 @@ def test_resident_weights_cost_less_dram_energy(tmp_path):
     assert refetch["counters"]["dram_read_bytes"] > resident["counters"]["dram_read_bytes"]
     assert resident["energy_breakdown_pj"]["dram"] < refetch["energy_breakdown_pj"]["dram"]
     assert resident["energy_pj"] < refetch["energy_pj"]
+
+
+def test_calibration_file_and_the_environment_switch(monkeypatch):
+    from npuforge.cosim.calibrate import default_output
+    cal = default_output("4x4")
+    assert cal.is_file(), "configs/energy/calibration-4x4.yaml: run 'npuforge power calibrate --config 4x4'"
+    default = load_energy_model()
+    # the default file takes its MAC coefficients from the calibration (mac_calibration)
+    fitted = yaml.safe_load(cal.read_text())
+    for key in ("mac_operand_toggle_pj", "mac_pp_toggle_pj", "mac_psum_toggle_pj"):
+        assert default[key] == fitted[key]
+    assert default["mac_calibration"] == str(cal.resolve())
+    monkeypatch.setenv("NPUFORGE_ENERGY_FILE", str(cal))
+    m = load_energy_model()
+    assert m["mac_pp_toggle_pj"] > 0 and m["calibration"]["seed"] == 2026
+    # the fit beats register flips with one coefficient on every stored workload's worst case
+    errs = m["calibration"]["workloads"].values()
+    assert max(abs(w["error"]["fit"]) for w in errs) < max(abs(w["error"]["register_only_random"]) for w in errs)
+    cfg = load_config("4x4")
+    act = dict(_activity(), mac_pp_toggles=1000, mac_psum_toggles=500)
+    with_pp = energy_report(act, {}, cfg)
+    base = energy_report(dict(act, mac_pp_toggles=0, mac_psum_toggles=0), {}, cfg)
+    extra = 1000 * m["mac_pp_toggle_pj"] + 500 * m["mac_psum_toggle_pj"]
+    assert with_pp["energy_breakdown_pj"]["array"] - base["energy_breakdown_pj"]["array"] == pytest.approx(extra, rel=1e-3)
+    assert with_pp["energy_model"]["file"] == str(cal)
+    monkeypatch.setenv("NPUFORGE_ENERGY_FILE", "/nonexistent/e.yaml")
+    with pytest.raises(ValueError, match="e.yaml does not exist"):
+        load_energy_model()

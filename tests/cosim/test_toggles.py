@@ -56,13 +56,20 @@ def test_find_probes_groups_registers_and_memory_ports():
                    ("array", "datapath.compute_engine.array.pe_0_0", "p", 32),
                    ("array", "datapath.compute_engine.array.pe_0_0", "w", 8), ("scratchpad", "datapath.spad", "buf", 2)}
     assert sorted(p.name for p in probes if p.is_mac_operand) == ["a", "w"]
+    assert [p.name for p in probes if p.is_psum] == ["p"]
     assert [(s.memory, s.kind, s.enable, s.width, s.depth) for s in ports] == [
         ("datapath.spad.bank0", "read", "rp__en$33", 128, 8192), ("datapath.spad.bank0", "write", "wp__en", 128, 8192)]
     v = probe_verilog(probes, ports)
     # keywords and $-names are escaped in the hierarchical references
     assert r"simtop.core.\datapath .\spad .\buf " in v and r"\rp__en$33 " in v
-    assert v.count("$countones") == 4   # array, scratchpad, control and the MAC operands
-    assert "npf_t_array" in v and "npf_mac" in v and "npf_t_dma" not in v
+    # scratchpad, control, MAC operands, partial sums, partial products (the PE holds all array registers)
+    assert v.count("$countones") == 5
+    assert "npf_t_array" not in v and "npf_mac" in v and "npf_t_dma" not in v
+    # array total = the rest (none here) + operands + partial sums; 8 partial products of 8 bits per PE
+    assert "64'd0 + npf_mac + npf_psum" in v
+    assert "wire [63:0] npf_pp_x" in v
+    pe = r"simtop.core.\datapath .\compute_engine .\array .\pe_0_0 "
+    assert f"({{8{{{pe}.\\w [7]}}}} & {pe}.\\a )" in v
 
 
 def test_groups_cover_the_real_design():
@@ -75,6 +82,9 @@ def test_groups_cover_the_real_design():
     # every PE's activation, weight and partial-sum registers
     assert bits["array"] >= cfg.pes * (8 + 8 + 32)
     assert sum(p.width for p in probes if p.is_mac_operand) == cfg.pes * 16
+    assert sum(p.width for p in probes if p.is_psum) == cfg.pes * 32
+    from npuforge.cosim.toggles import pe_operand_pairs
+    assert len(pe_operand_pairs(probes)) == cfg.pes
     for g in ("control", "dma", "vector", "array"):
         assert bits[g] > 0, g
     memories = {p.memory for p in ports}
@@ -115,6 +125,8 @@ def test_probe_counts_equal_a_recount_from_the_vcd(tmp_path):
         assert act["cycles"] == rec["cycles"] == r.cycles
         assert act["toggles"] == rec["toggles"]
         assert act["mac_operand_toggles"] == rec["mac_operand_toggles"] > 0
+        assert act["mac_psum_toggles"] == rec["mac_psum_toggles"] > 0
+        assert act["mac_pp_toggles"] == rec["mac_pp_toggles"] > 0
         sram = {}
         for port, n in zip(ports, rec["sram_ports"]):
             m = sram.setdefault(port.memory, [0, 0])
