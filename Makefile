@@ -9,7 +9,10 @@ STAMP  := $(VENV)/.installed
 KERNEL ?= matmul
 CONFIG ?= configs/8x8.yaml
 FIDELITY ?= rtl
-# Toggle counting (energy, power) costs 1.6-1.7x on 4x4 and 8x8, 2.0-2.5x on 16x16 (make bench-power): on by default.
+# RTL engine: cocotb (waves) or harness (plain Verilator C++ main: same Verilog and report, faster; docs/cosim.md).
+ENGINE ?= cocotb
+# Toggle counting (energy, power) costs, 256^3 matmul (make bench-cosim): cocotb 1.2-1.8x on 4x4 and 8x8, 2.4x on
+# 16x16; the harness engine (ENGINE=harness, counting in C++) 1.35-1.65x on all three. On by default.
 POWER  ?= 1
 OUT    ?= build/cosim/$(KERNEL)
 SEED   ?= 0
@@ -25,12 +28,13 @@ BOARD  ?= icebreaker
 # (configs/icebreaker-4x4.yaml, configs/ulx3s-8x8.yaml) unless CONFIG is given on the command line.
 BITSTREAM_CONFIG := $(if $(filter command line environment,$(origin CONFIG)),-c $(CONFIG))
 
-.PHONY: help install install-fpga test test-all cosim bench-power bitstream isa-doc fuzz clean
+.PHONY: help install install-fpga test test-all cosim bench-power bench-cycle bench-cosim bitstream isa-doc fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 	@echo "  variables: KERNEL=matmul|conv2d|relu|add|maxpool CONFIG=configs/8x8.yaml M= K= N= ... SEED="
 	@echo "             BOARD=icebreaker|ulx3s (bitstream)  WAVES=1  POWER=0 (cosim without toggle counting)"
+	@echo "             ENGINE=cocotb|harness (rtl engine of cosim)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,10 +56,16 @@ test-all: $(STAMP)  ## the test suite with the long runs (full fuzz and random-p
 
 cosim: $(STAMP)  ## generate a KERNEL bundle for CONFIG, run it, check it bit-exactly, print the figures
 	$(BIN)/npuforge kernel $(KERNEL) -c $(CONFIG) --seed $(SEED) $(SHAPE_ARGS) -o $(OUT)
-	$(BIN)/npuforge run $(OUT) --fidelity $(FIDELITY) $(if $(filter 1,$(WAVES)),--waves) $(if $(filter 1,$(POWER)),--power)
+	$(BIN)/npuforge run $(OUT) --fidelity $(FIDELITY) --engine $(ENGINE) $(if $(filter 1,$(WAVES)),--waves) $(if $(filter 1,$(POWER)),--power)
 
 bench-power: $(STAMP)  ## what toggle counting costs: a 256^3 matmul on 4x4 and 8x8 RTL, with and without counting
 	$(BIN)/npuforge power bench --configs 4x4,8x8
+
+bench-cycle: $(STAMP)  ## cycle model vs RTL on the 256^3 matmul on 8x8, side by side (target: 100x faster)
+	$(BIN)/python -m npuforge.compiler.cycle_model.bench --config 8x8
+
+bench-cosim: $(STAMP)  ## RTL speed: C++ harness vs cocotb, with/without toggle counting, 256^3 matmul on 4x4, 8x8, 16x16
+	$(BIN)/npuforge bench cosim --configs 4x4,8x8,16x16 --json build/bench/cosim.json
 
 $(FPGA_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[fpga]'

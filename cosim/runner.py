@@ -26,7 +26,7 @@ from ..isa.spec import ErrorCode
 from .build import build_rtl, get_runner, repo_build_dir
 from .hexio import write_beats_bin, write_words_bin
 
-__all__ = ["RtlResult", "RtlError", "run_rtl", "run_bundle_rtl", "DEFAULT_MAX_CYCLES"]
+__all__ = ["RtlResult", "RtlError", "run_rtl", "run_bundle_rtl", "DEFAULT_MAX_CYCLES", "ENGINES"]
 
 DEFAULT_MAX_CYCLES = 50_000_000
 
@@ -83,8 +83,41 @@ def _as_dram(image, config) -> np.ndarray:
     return np.concatenate([image, np.zeros(pad, np.uint8)]) if pad else image
 
 
+def _write_jobs(run_dir: Path, jobs, config, imem_cleared: bool, max_cycles: int) -> tuple[list, dict]:
+    """Write every job's program and DRAM files into ``run_dir``; (DRAM images, manifest)."""
+    b = config.dram_bytes_per_cycle
+    drams, manifest_jobs = [], []
+    for i, (program, image) in enumerate(jobs):
+        words = _as_words(program)
+        if len(words) > config.imem_words:
+            raise ValueError(f"job {i}: {len(words)} instructions do not fit the instruction memory "
+                             f"({config.imem_words} words, imem_words)")
+        dram = _as_dram(image, config)
+        write_words_bin(run_dir / f"job{i}.prog.bin", words)
+        write_beats_bin(run_dir / f"job{i}.dram.bin", dram, b)
+        drams.append(dram)
+        manifest_jobs.append({"max_cycles": int(max_cycles), "words": len(words),
+                              "copy_words": len(words) if imem_cleared else config.imem_words})
+    return drams, {"beat_bytes": b, "setup_cycles": config.imem_words + 8, "jobs": manifest_jobs}
+
+
+def _attach_activity(results: list[RtlResult], build_dir: Path, run_dir: Path) -> None:
+    """Put each job's line of the activity file into ``extra["activity"]``."""
+    from .power_build import load_probes
+    from .toggles import ACTIVITY_FILE, parse_activity_line
+    probes, ports = load_probes(build_dir)
+    lines = (run_dir / ACTIVITY_FILE).read_text().splitlines() if (run_dir / ACTIVITY_FILE).is_file() else []
+    if len(lines) != len(results):
+        raise RtlError(f"activity counters for {len(lines)} of {len(results)} jobs in {run_dir / ACTIVITY_FILE}")
+    for r, line in zip(results, lines):
+        r.extra["activity"] = parse_activity_line(json.loads(line), ports, probes)
+
+
+ENGINES = ("cocotb", "harness")
+
+
 def run_rtl(jobs, config, *, waves: bool = False, wave_path=None, max_cycles: int = DEFAULT_MAX_CYCLES,
-            quiet: bool = False, power: bool = False) -> list[RtlResult]:
+            quiet: bool = False, power: bool = False, engine: str = "cocotb") -> list[RtlResult]:
     """Run one or more programs on the RTL of ``config``, each from a fresh machine state.
 
     Parameters
@@ -104,6 +137,10 @@ def run_rtl(jobs, config, *, waves: bool = False, wave_path=None, max_cycles: in
     power : bool
         Count switching activity (:mod:`npuforge.cosim.toggles`, its own build folder):
         each result's ``extra["activity"]`` holds it.
+    engine : str
+        ``"cocotb"`` (cocotb + Verilator, the default; waves) or ``"harness"`` (a plain
+        Verilator C++ harness of the same Verilog, :mod:`npuforge.cosim.harness`: several
+        times faster, no waves; ``extra["max_rss_bytes"]`` gives the simulator's peak memory).
 
     Returns
     -------
@@ -115,11 +152,19 @@ def run_rtl(jobs, config, *, waves: bool = False, wave_path=None, max_cycles: in
     RtlError
         The build or the simulation failed (the message names the log).
     ValueError
-        A program longer than the instruction memory or a DRAM image larger than the DRAM.
+        A program longer than the instruction memory or a DRAM image larger than the DRAM,
+        an unknown ``engine``, or waves asked of the harness.
     """
     if isinstance(jobs, tuple) and len(jobs) == 2 and not isinstance(jobs[0], tuple):
         jobs = [jobs]
     jobs = list(jobs)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "harness":
+        if waves:
+            raise ValueError("waves need engine='cocotb'; the harness writes none")
+        from .harness import run_harness
+        return run_harness(jobs, config, max_cycles=max_cycles, quiet=quiet, power=power)
     try:
         if power:
             from .power_build import build_power_rtl
@@ -132,20 +177,7 @@ def run_rtl(jobs, config, *, waves: bool = False, wave_path=None, max_cycles: in
     runs = repo_build_dir() / "rtl" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=runs))
-    b = config.dram_bytes_per_cycle
-    drams, manifest_jobs = [], []
-    for i, (program, image) in enumerate(jobs):
-        words = _as_words(program)
-        if len(words) > config.imem_words:
-            raise ValueError(f"job {i}: {len(words)} instructions do not fit the instruction memory "
-                             f"({config.imem_words} words, imem_words)")
-        dram = _as_dram(image, config)
-        write_words_bin(run_dir / f"job{i}.prog.bin", words)
-        write_beats_bin(run_dir / f"job{i}.dram.bin", dram, b)
-        drams.append(dram)
-        manifest_jobs.append({"max_cycles": int(max_cycles), "words": len(words),
-                              "copy_words": len(words) if build.imem_cleared else config.imem_words})
-    manifest = {"beat_bytes": b, "setup_cycles": config.imem_words + 8, "jobs": manifest_jobs}
+    drams, manifest = _write_jobs(run_dir, jobs, config, build.imem_cleared, max_cycles)
     (run_dir / "jobs.json").write_text(json.dumps(manifest))
     setup_s = time.perf_counter() - t_setup
 
@@ -196,18 +228,11 @@ def run_rtl(jobs, config, *, waves: bool = False, wave_path=None, max_cycles: in
             initial=dram, written=written, dram_bytes=config.dram_bytes, cycles=int(r["cycles"]),
             counters=r["counters"], error=ErrorCode[r["error"]],
             error_pc=int(r["error_pc"]), sim_wall_s=wall, cycles_per_s=r["cycles"] / run_s if run_s > 0 else 0.0,
-            timed_out=r["timed_out"], extra={"run_dir": str(run_dir), "build_dir": str(build.directory),
-                                             "total_wall_s": total_wall, "job_wall_s": r["job_wall_s"], "run_s": run_s,
-                                             "setup_s": setup_s}))
+            timed_out=r["timed_out"], extra={"engine": "cocotb", "run_dir": str(run_dir),
+                                             "build_dir": str(build.directory), "total_wall_s": total_wall,
+                                             "job_wall_s": r["job_wall_s"], "run_s": run_s, "setup_s": setup_s}))
     if power:
-        from .power_build import load_probes
-        from .toggles import ACTIVITY_FILE, parse_activity_line
-        probes, ports = load_probes(build.directory)
-        lines = (run_dir / ACTIVITY_FILE).read_text().splitlines() if (run_dir / ACTIVITY_FILE).is_file() else []
-        if len(lines) != len(results):
-            raise RtlError(f"activity counters for {len(lines)} of {len(results)} jobs in {run_dir / ACTIVITY_FILE}")
-        for r, line in zip(results, lines):
-            r.extra["activity"] = parse_activity_line(json.loads(line), ports, probes)
+        _attach_activity(results, build.directory, run_dir)
     if waves:
         found = sorted(run_dir.glob("dump.*"))
         if found:
@@ -240,7 +265,8 @@ def run_bundle_rtl(bundle, options: dict):
         ``waves`` (bool): write ``waves.vcd`` (or ``.fst``) into the bundle folder;
         ``max_cycles`` (int): watchdog;
         ``power`` (bool): count switching activity and report energy
-        (:func:`npuforge.cosim.energy.energy_report`).
+        (:func:`npuforge.cosim.energy.energy_report`);
+        ``engine`` (str): ``"cocotb"`` (default) or ``"harness"`` (see :func:`run_rtl`).
 
     Returns
     -------
@@ -260,8 +286,12 @@ def run_bundle_rtl(bundle, options: dict):
     bundle.image.check_config(config, str(bundle.path / "program.bin"))
     waves = bool(options.get("waves", False))
     power = bool(options.get("power", False))
+    engine = options.get("engine", "cocotb")
     t0 = time.perf_counter()
-    if power:
+    if engine == "harness":
+        from .harness_build import build_harness
+        build = build_harness(config, power=power)
+    elif power:
         from .power_build import build_power_rtl
         build = build_power_rtl(config, waves=waves)
     else:
@@ -269,7 +299,7 @@ def run_bundle_rtl(bundle, options: dict):
     build_s = time.perf_counter() - t0
     [r] = run_rtl([(bundle.image, bundle.dram)], config, waves=waves,
                   wave_path=bundle.path / "waves" if waves else None,
-                  max_cycles=int(options.get("max_cycles", DEFAULT_MAX_CYCLES)), power=power)
+                  max_cycles=int(options.get("max_cycles", DEFAULT_MAX_CYCLES)), power=power, engine=engine)
     if r.timed_out:
         raise RtlError(f"the RTL run did not finish within {options.get('max_cycles', DEFAULT_MAX_CYCLES)} cycles")
     if r.error != ErrorCode.NONE:
