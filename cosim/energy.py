@@ -16,6 +16,7 @@ Units in the breakdown: ``array``, ``scratchpad``, ``accumulator``, ``dma``, ``v
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def load_energy_model(path=None) -> EnergyModel:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"energy coefficient file {path} does not exist")
-    raw = yaml.safe_load(path.read_text())
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of energy coefficients")
     if "mac_calibration" in raw:
@@ -102,12 +103,25 @@ def load_energy_model(path=None) -> EnergyModel:
     return model
 
 
+_PARSED: dict = {}
+
+
+def _read_yaml(path: Path):
+    """A YAML file's content, parsed once per version of the file (a fresh copy each call):
+    the calibration file is long, and a cycle-fidelity run loads the model every time."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = yaml.safe_load(path.read_text())
+    return copy.deepcopy(_PARSED[key])
+
+
 def _read_mac_calibration(raw: dict, path: Path) -> None:
     """Take the MAC coefficients from the calibration file that ``mac_calibration`` names."""
     cal_path = (path.parent / str(raw["mac_calibration"])).resolve()
     if not cal_path.is_file():
         raise ValueError(f"{path}: mac_calibration: {raw['mac_calibration']} ({cal_path}) does not exist")
-    cal = yaml.safe_load(cal_path.read_text())
+    cal = _read_yaml(cal_path)
     for key in MAC_COEFFICIENTS.values():
         if key in raw:
             raise ValueError(f"{path}: {key} is set here and by mac_calibration; keep one")
