@@ -72,3 +72,13 @@ def test_unknown_kernel_is_an_argparse_error():
     with pytest.raises(SystemExit) as e:
         main(["kernel", "softmax"])
     assert e.value.code == 2
+
+
+def test_run_cycle_prints_the_estimated_energy_and_refuses_waves_on_the_harness(tmp_path, capsys):
+    bundle = tmp_path / "mm"
+    assert main(["kernel", "matmul", "--m", "9", "--k", "5", "--n", "7", "-c", "4x4", "-o", str(bundle)]) == 0
+    assert main(["run", str(bundle), "--fidelity", "cycle"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "[cycle]" in out and "(est.)" in out
+    with pytest.raises(SystemExit, match="--waves needs --engine cocotb"):
+        main(["run", str(bundle), "--fidelity", "rtl", "--engine", "harness", "--waves"])
