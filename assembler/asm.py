@@ -223,7 +223,7 @@ class _Assembler:
         return None
 
     def instruction(self, st: _Stmt) -> int:
-        toks, head, src = st.toks, st.toks[0], st.src
+        head, src = st.toks[0], st.src
         spec = BY_MNEMONIC.get(head.text.lower())
         if spec is None:
             close = difflib.get_close_matches(head.text.lower(), list(BY_MNEMONIC), n=1)

@@ -291,12 +291,29 @@ def _runner_class():
             self.env["PATH"] = vbin + os.pathsep + self.env["PATH"]
             self.env["MAKEFLAGS"] = _MAKEFLAGS
             self.env.pop("VERILATOR_ROOT", None)
-            if shutil.which("sccache") and "OBJCACHE" not in self.env:
-                # sccache does not work with precompiled headers (RECIPES.md sec. 3).
-                self.env["OBJCACHE"] = "sccache"
-                self.env["MAKEFLAGS"] = "VK_PCH_I_FAST= VK_PCH_I_SLOW= CFG_CXXFLAGS_COROUTINES=-fcoroutines"
+            cache = objcache()
+            if cache and "OBJCACHE" not in self.env:
+                self.env.update(objcache_env(cache))
+                self.env["MAKEFLAGS"] += " CFG_CXXFLAGS_COROUTINES=-fcoroutines"
 
     return NpuVerilator
+
+
+def objcache() -> str | None:
+    """``ccache`` or ``sccache`` when one is on PATH (used as Verilator's ``OBJCACHE``), else None."""
+    for tool in ("ccache", "sccache"):
+        if shutil.which(tool):
+            return tool
+    return None
+
+
+def objcache_env(cache: str) -> dict:
+    """Environment for a Verilator ``make`` with the compiler cache ``cache``: no precompiled
+    headers (a compiler cache does not work with them, RECIPES.md sec. 3), ``-O2`` kept."""
+    env = {"OBJCACHE": cache, "MAKEFLAGS": "VK_PCH_I_FAST= VK_PCH_I_SLOW= OPT_FAST=-O2"}
+    if cache == "sccache":
+        env["SCCACHE_DIR"] = os.environ.get("SCCACHE_DIR", str(repo_build_dir() / "sccache"))
+    return env
 
 
 def _public_all() -> bool:

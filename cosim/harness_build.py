@@ -29,7 +29,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -45,12 +44,7 @@ _MAIN = _HERE / "harness" / "main.cpp"
 _VERILATOR_ARGS = [a for a in _b._BUILD_ARGS if a != "--timing"] + ["--timescale", "1ns/1ps"]
 
 
-def harness_objcache() -> str | None:
-    """``ccache`` or ``sccache`` when one is on PATH (the compiler cache the build uses), else None."""
-    for tool in ("ccache", "sccache"):
-        if shutil.which(tool):
-            return tool
-    return None
+harness_objcache = _b.objcache      # the same choice as the cocotb build's
 
 
 def _cflags(power: bool = False) -> str:
@@ -158,11 +152,7 @@ def _env(objcache: str | None) -> dict:
     env["PATH"] = str(Path(verilator.__file__).parent / "bin") + os.pathsep + env["PATH"]
     env.pop("VERILATOR_ROOT", None)
     if objcache:
-        env["OBJCACHE"] = objcache
-        if objcache == "sccache":
-            env.setdefault("SCCACHE_DIR", str(_b.repo_build_dir() / "sccache"))
-        # A compiler cache does not work with precompiled headers (RECIPES.md sec. 3).
-        env["MAKEFLAGS"] = "VK_PCH_I_FAST= VK_PCH_I_SLOW= OPT_FAST=-O2"
+        env.update(_b.objcache_env(objcache))
     else:
         env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
     return env

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from amaranth.lib import data
 
-from .spec import (BY_MNEMONIC, BY_OPCODE, DEP_CHANNELS, LEGAL_DEPS, NUM_REGS, WORD_BITS, ErrorCode,
+from .spec import (BY_MNEMONIC, BY_OPCODE, LEGAL_DEPS, NUM_REGS, WORD_BITS, ErrorCode,
                    Header, InstrSpec, Opcode, Operand, Queue)
 
 __all__ = ["Instruction", "EncodeError", "DecodeError", "encode", "decode", "format_instruction",

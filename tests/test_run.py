@@ -8,7 +8,6 @@ import pytest
 
 from npuforge.compiler.bundle import make_bundle
 from npuforge.config import load_config
-from npuforge.isa.image import ProgramImage
 from npuforge.run import FIDELITIES, REPORT_KEYS, run_bundle, summary_line
 
 CFG = load_config("8x8")

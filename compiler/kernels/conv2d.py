@@ -79,7 +79,7 @@ def conv_spec(shape: dict, config, x_addr: int, w_addr: int, b_addr: int, y_addr
               quant: Quant | None, tile_oh: int = 1) -> GemmSpec:
     """The GEMM nest's view of a conv2d."""
     oh, ow = conv_dims(shape)
-    h, w, cin, cout = shape["h"], shape["w"], shape["cin"], shape["cout"]
+    w, cin, cout = shape["w"], shape["cin"], shape["cout"]
     s, pad, R = shape["stride"], shape["pad"], config.rows
     taps = KLevel(shape["kh"] * shape["kw"], cin * cout)
     chunks = KLevel(ceil_div(cin, R), R * cout, cin)

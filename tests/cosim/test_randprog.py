@@ -8,7 +8,7 @@ from npuforge.config import load_config
 from npuforge.cosim.randprog import ILLEGAL_CASES, random_program, random_programs, reserved_mask
 from npuforge.isa import refsim
 from npuforge.isa.encoding import DecodeError, decode
-from npuforge.isa.spec import ErrorCode, Opcode
+from npuforge.isa.spec import Opcode
 
 
 def test_same_seed_same_bytes():
