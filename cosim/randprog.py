@@ -32,7 +32,8 @@ from ..assembler.builder import ProgramBuilder
 from ..isa.encoding import Instruction, encode, operand_range
 from ..isa.spec import BY_OPCODE, LEGAL_DEPS, WORD_BITS, ErrorCode, Header, Opcode
 
-__all__ = ["RandomProgram", "random_program", "random_programs", "ILLEGAL_CASES", "reserved_mask"]
+__all__ = ["RandomProgram", "random_program", "random_programs", "ILLEGAL_CASES", "reserved_mask",
+           "small_matmul_program"]
 
 ILLEGAL_CASES = {
     "opcode": ErrorCode.ILLEGAL_INSTR,
@@ -341,3 +342,21 @@ def random_programs(config, count: int, seed: int = 0, *, illegal_fraction: floa
     for i in range(count):
         kind = cases[(i // every) % len(cases)] if every and i % every == every - 1 else "legal"
         yield random_program(config, seed + i, kind, size)
+
+
+def small_matmul_program(config) -> tuple[int, ...]:
+    """A fixed short program on every unit: weights, preload, 3 x rows activation rows, matmul, int32 store.
+
+    The tests of the RTL engines and of the activity counters run it (DRAM image of their
+    choice: it reads 0x100.. and 0x2000.., writes from 0x9000).
+    """
+    b = ProgramBuilder(config)
+    r = config.rows
+    b.emit("load.sp", sp=0, dram=0x100, rows=r, len=config.cols, stride=64, deps=["push_next"])
+    b.emit("preload", sp=0, deps=["pop_prev"])
+    b.emit("load.sp", sp=64, dram=0x2000, rows=3 * r, len=r, stride=32, deps=["push_next"])
+    b.emit("matmul", acc=0, sp=64, rows=3 * r, deps=["pop_prev", "push_next"])
+    b.emit("store.acc32", dram=0x9000, acc=0, rows=3 * r, len=config.cols, stride=4 * config.cols,
+           deps=["pop_prev"])
+    b.emit("halt")
+    return b.words()

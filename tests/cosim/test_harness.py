@@ -9,21 +9,10 @@ from npuforge.assembler.builder import ProgramBuilder
 from npuforge.config import load_config
 from npuforge.cosim.harness_build import build_harness
 from npuforge.cosim.power_build import wrap_long_lines
+from npuforge.cosim.randprog import small_matmul_program
 from npuforge.cosim.runner import run_rtl
 from npuforge.isa import refsim
 from npuforge.isa.spec import ErrorCode
-
-
-def _matmul_program(cfg):
-    b = ProgramBuilder(cfg)
-    r = cfg.rows
-    b.emit("load.sp", sp=0, dram=0x100, rows=r, len=cfg.cols, stride=64, deps=["push_next"])
-    b.emit("preload", sp=0, deps=["pop_prev"])
-    b.emit("load.sp", sp=64, dram=0x2000, rows=3 * r, len=r, stride=32, deps=["push_next"])
-    b.emit("matmul", acc=0, sp=64, rows=3 * r, deps=["pop_prev", "push_next"])
-    b.emit("store.acc32", dram=0x9000, acc=0, rows=3 * r, len=cfg.cols, stride=4 * cfg.cols, deps=["pop_prev"])
-    b.emit("halt")
-    return b.words()
 
 
 def _illegal_program(cfg):
@@ -39,7 +28,7 @@ def _jobs(cfg):
     rng = np.random.default_rng(11)
     dram = np.zeros(0x4000, np.uint8)
     dram[0x100:0x3000] = rng.integers(0, 256, 0x2F00, dtype=np.uint8)
-    return [(_matmul_program(cfg), dram), (_illegal_program(cfg), dram), (_matmul_program(cfg), dram)]
+    return [(small_matmul_program(cfg), dram), (_illegal_program(cfg), dram), (small_matmul_program(cfg), dram)]
 
 
 def test_wrap_long_lines_breaks_only_long_wire_lists():

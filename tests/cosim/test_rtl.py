@@ -8,6 +8,7 @@ import pytest
 from npuforge.assembler.builder import ProgramBuilder
 from npuforge.config import load_config
 from npuforge.cosim.build import build_rtl
+from npuforge.cosim.randprog import small_matmul_program
 from npuforge.cosim.runner import run_rtl
 from npuforge.isa import refsim
 from npuforge.isa.spec import ErrorCode
@@ -15,16 +16,6 @@ from npuforge.isa.spec import ErrorCode
 pytestmark = pytest.mark.rtl
 
 
-def _matmul_program(cfg):
-    b = ProgramBuilder(cfg)
-    r = cfg.rows
-    b.emit("load.sp", sp=0, dram=0x100, rows=r, len=cfg.cols, stride=64, deps=["push_next"])
-    b.emit("preload", sp=0, deps=["pop_prev"])
-    b.emit("load.sp", sp=64, dram=0x2000, rows=3 * r, len=r, stride=32, deps=["push_next"])
-    b.emit("matmul", acc=0, sp=64, rows=3 * r, deps=["pop_prev", "push_next"])
-    b.emit("store.acc32", dram=0x9000, acc=0, rows=3 * r, len=cfg.cols, stride=4 * cfg.cols, deps=["pop_prev"])
-    b.emit("halt")
-    return b.words()
 
 
 def test_program_matches_reference_and_state_is_fresh_per_job():
@@ -32,7 +23,7 @@ def test_program_matches_reference_and_state_is_fresh_per_job():
     rng = np.random.default_rng(3)
     dram = np.zeros(0x4000, np.uint8)
     dram[0x100:0x3000] = rng.integers(0, 256, 0x2F00, dtype=np.uint8)
-    words = _matmul_program(cfg)
+    words = small_matmul_program(cfg)
     ref = refsim.run(words, dram, cfg)
     # the same job twice, with an illegal one between: every job starts from zeroed state
     res = run_rtl([(words, dram), ([0], None), (words, dram)], cfg, quiet=True)
@@ -70,7 +61,7 @@ def test_cached_build_is_reused_quickly():
 
 def test_waves_are_written_where_asked(tmp_path):
     cfg = load_config("4x4")
-    words = _matmul_program(cfg)
+    words = small_matmul_program(cfg)
     [r] = run_rtl([(words, None)], cfg, waves=True, wave_path=tmp_path / "w", quiet=True)
     wave = tmp_path / ("w.fst" if r.extra["waves"].endswith(".fst") else "w.vcd")
     assert r.extra["waves"] == str(wave) and wave.stat().st_size > 1000

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from npuforge.assembler.builder import ProgramBuilder
 from npuforge.config import load_config
+from npuforge.cosim.randprog import small_matmul_program
 from npuforge.cosim.toggles import GROUPS, find_probes, probe_verilog
 
 _VERILOG = r"""
@@ -92,16 +92,6 @@ def test_groups_cover_the_real_design():
     assert any(m.startswith("datapath.acc.") for m in memories)
 
 
-def _program(cfg):
-    b = ProgramBuilder(cfg)
-    r = cfg.rows
-    b.emit("load.sp", sp=0, dram=0x100, rows=r, len=cfg.cols, stride=64, deps=["push_next"])
-    b.emit("preload", sp=0, deps=["pop_prev"])
-    b.emit("load.sp", sp=64, dram=0x2000, rows=3 * r, len=r, stride=32, deps=["push_next"])
-    b.emit("matmul", acc=0, sp=64, rows=3 * r, deps=["pop_prev", "push_next"])
-    b.emit("store.acc32", dram=0x9000, acc=0, rows=3 * r, len=cfg.cols, stride=4 * cfg.cols, deps=["pop_prev"])
-    b.emit("halt")
-    return b.words()
 
 
 @pytest.mark.rtl
@@ -113,7 +103,7 @@ def test_probe_counts_equal_a_recount_from_the_vcd(tmp_path):
     rng = np.random.default_rng(5)
     dram = np.zeros(0x4000, np.uint8)
     dram[0x100:0x3000] = rng.integers(0, 256, 0x2F00, dtype=np.uint8)
-    words = _program(cfg)
+    words = small_matmul_program(cfg)
     # two jobs: the counters must clear between them
     res = run_rtl([(words, dram), (words, dram)], cfg, waves=True, power=True, quiet=True,
                   wave_path=tmp_path / "run")
