@@ -38,7 +38,7 @@ FEATURES_OF = {
     "toggles.scratchpad": ("spad_reads", "spad_writes"),
     "toggles.accumulator": ("acc_reads", "acc_writes"),
     "toggles.dma": ("dram_read_beats", "dram_write_beats", "load_busy", "store_busy"),
-    "toggles.vector": ("vector_rows", "requant_rows", "acc_reads", "acc_writes"),
+    "toggles.vector": ("vadd_rows", "vmax_rows", "vrelu_rows", "vquant_rows", "requant_rows"),
     # control holds the compute engine's own data registers (rows to and from the array): data moves.
     "toggles.control": ("cycles", "instructions", "spad_reads", "acc_reads", "acc_writes"),
     **{k: ("array_macs", "array_weight_rows") for k in MAC_KEYS},

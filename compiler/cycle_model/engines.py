@@ -16,12 +16,16 @@ from ...hw.compute import compute_timing
 from ...isa.spec import Opcode
 from .dma import dma_items
 
-__all__ = ["ACTIVITY_NAMES", "ComputeTiming", "EngineMixin"]
+__all__ = ["ACTIVITY_NAMES", "VECTOR_ROWS", "ComputeTiming", "EngineMixin"]
 
 # Work counted per accepted command (for energy estimates): SRAM row accesses per memory, array
-# work, vector and requantiser rows. Memory enables as the engines drive them.
+# work, vector rows (all ops, then per op) and requantiser rows. Memory enables as the engines drive them.
 ACTIVITY_NAMES = ("spad_reads", "spad_writes", "acc_reads", "acc_writes", "array_macs", "array_rows",
-                  "array_weight_rows", "vector_rows", "requant_rows")
+                  "array_weight_rows", "vector_rows", "requant_rows", "vadd_rows", "vmax_rows", "vrelu_rows",
+                  "vquant_rows")
+# The vector rows of each op apart as well: the ops switch the vector unit very differently.
+VECTOR_ROWS = {Opcode.VADD: "vadd_rows", Opcode.VMAX: "vmax_rows", Opcode.VRELU: "vrelu_rows",
+               Opcode.VQUANT: "vquant_rows"}
 
 
 class ComputeTiming:
@@ -63,6 +67,7 @@ class EngineMixin:
                 act["acc_reads"] += rows * (2 if op in (Opcode.VADD, Opcode.VMAX) else 1)
                 act["acc_writes"] += rows
                 act["vector_rows"] += rows
+                act[VECTOR_ROWS[op]] += rows
         else:
             load = u == 0
             count, beats = dma_items(cmd, self.B, load)

@@ -15,14 +15,15 @@ _SRAM = {"datapath.spad.bank0": (32, 4096), "datapath.acc.mem": (128, 1024), "lo
 def _sample(rng):
     """A cycle-model run and the RTL activity that a known table would give for it."""
     act = {k: int(rng.integers(10, 1000)) for k in ("spad_reads", "spad_writes", "acc_reads", "acc_writes",
-                                                     "array_weight_rows", "vector_rows", "requant_rows")}
+                                                     "array_weight_rows", "requant_rows", "vadd_rows",
+                                                     "vmax_rows", "vrelu_rows", "vquant_rows")}
     act["array_macs"] = int(rng.integers(1_000, 100_000))
     counters = {k: int(rng.integers(100, 5000)) for k in ("cycles", "instructions", "dram_read_beats",
                                                           "dram_write_beats", "load_busy", "compute_busy",
                                                           "store_busy")}
     toggles = {"array": 20 * act["array_macs"] + 900 * act["array_weight_rows"], "scratchpad": act["spad_reads"],
                "accumulator": 0, "dma": 90 * counters["dram_read_beats"] + 30 * counters["store_busy"],
-               "vector": 50 * act["vector_rows"], "control": 27 * counters["instructions"] + 120 * act["spad_reads"]}
+               "vector": 50 * act["vadd_rows"] + 80 * act["vquant_rows"], "control": 27 * counters["instructions"] + 120 * act["spad_reads"]}
     rtl = {"cycles": counters["cycles"], "toggles": toggles, "bits": {g: 1000 for g in GROUPS},
            "mac_operand_toggles": 3 * act["array_macs"], "mac_psum_toggles": 11 * act["array_macs"],
            "mac_pp_toggles": 12 * act["array_macs"],

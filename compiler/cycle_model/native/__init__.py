@@ -31,7 +31,7 @@ from ....isa.encoding import DecodeError, decode
 from ....isa.refsim_units import prepare
 from ....isa.spec import BY_OPCODE, NUM_REGS, Opcode
 from ..dispatch import SCALAR_OPS
-from ..engines import ACTIVITY_NAMES
+from ..engines import ACTIVITY_NAMES, VECTOR_ROWS
 
 __all__ = ["available", "simulate_native", "NativeUnavailable", "library_path"]
 
@@ -42,7 +42,7 @@ _FLAGS = ["-O2", "-std=c++17", "-shared", "-fPIC"]
 # ConfigIdx); npf_abi() returns their lengths, checked on load.
 TABLE_COLS = ("kind", "op", "unit|rd", "pops|rs", "pushes|imm", "accumulate|target", "rclass", "f0", "f1",
               "f2", "f3", "rows", "len", "stride", "elem", "is_acc", "qreg", "cclass", "spad_side", "requant",
-              "count_elem")
+              "count_elem", "vector_activity")
 CONFIG_FIELDS = ("rows", "cols", "queue_depth", "token_depth", "dram_bytes_per_cycle", "dram_latency",
                  "imem_words", "spad_rows", "acc_rows", "spad_row_bytes", "dram_bytes", "requant_latency",
                  "array_latency", "op_nop", "op_halt", "op_fence", "op_seti", "op_addi", "op_dbnz",
@@ -146,6 +146,8 @@ def _row(pc: int, word: int, config) -> tuple[list[int], object]:
         row[5] = int(f[5])
         row[16] = f[7]
         row[17] = _CCLASS.get(op, 2)
+        if op in VECTOR_ROWS:
+            row[21] = ACTIVITY_NAMES.index(VECTOR_ROWS[op])
     return row, p
 
 

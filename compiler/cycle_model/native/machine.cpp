@@ -27,7 +27,7 @@ enum Col {
     K_KIND, K_OP, K_A, K_B, K_C, K_D,               // kind; opcode or error code; scalar: rd rs imm target
     K_UNIT = 2, K_POPS, K_PUSHES, K_ACCUM,          // queue: unit, token channel masks, accumulate
     K_RCLASS, K_F0, K_F1, K_F2, K_F3, K_ROWS, K_LEN, K_STRIDE, K_ELEM, K_ISACC, K_QREG,
-    K_CCLASS, K_ACTMEM, K_REQUANT, K_COUNT_ELEM,
+    K_CCLASS, K_ACTMEM, K_REQUANT, K_COUNT_ELEM, K_VEC_ACT,
     TABLE_COLS
 };
 enum Kind { KIND_SCALAR = 0, KIND_QUEUE = 1, KIND_ERROR = 2 };
@@ -48,7 +48,8 @@ enum Stop { S_FINISHED = 0, S_DECODE = 1, S_FETCH = 2, S_BRANCH = 3, S_ADDR = 4,
 enum Counter { C_CYCLES, C_INSTR, C_LOAD_BUSY, C_LOAD_STALL, C_COMP_BUSY, C_COMP_STALL, C_STORE_BUSY,
                C_STORE_STALL, C_FULL_STALL, C_FENCE_STALL, C_RD_BYTES, C_WR_BYTES, C_RD_BEATS, C_WR_BEATS,
                N_COUNTERS };
-enum Activity { A_SPAD_R, A_SPAD_W, A_ACC_R, A_ACC_W, A_MACS, A_ROWS, A_WROWS, A_VROWS, A_QROWS, N_ACT };
+enum Activity { A_SPAD_R, A_SPAD_W, A_ACC_R, A_ACC_W, A_MACS, A_ROWS, A_WROWS, A_VROWS, A_QROWS,
+                A_VADD_ROWS, A_VMAX_ROWS, A_VRELU_ROWS, A_VQUANT_ROWS, N_ACT };
 const int PRODUCER[4] = {0, 1, 1, 2};
 const int CONSUMER[4] = {1, 0, 2, 1};
 const int UNIT_PUSH_CHANS[3] = {1 << 0, (1 << 1) | (1 << 2), 1 << 3};
@@ -284,6 +285,7 @@ public:
                 act[A_ACC_R] += rows * (cc == C_VEC2 ? 2 : 1);
                 act[A_ACC_W] += rows;
                 act[A_VROWS] += rows;
+                act[r[K_VEC_ACT]] += rows;      // this op's own rows (native/__init__.py gives the index)
             }
         } else {
             bool is_load = u == 0;

@@ -177,7 +177,8 @@ def test_activity_counts_follow_the_commands():
     assert a["array_macs"] == 5 * CFG8.rows * CFG8.cols and a["array_weight_rows"] == CFG8.rows
     assert a["acc_reads"] == 5 + 2 * 3 + 4        # accumulate, vadd's two operands, the store
     assert a["acc_writes"] == 5 + 3
-    assert a["requant_rows"] == 4 and a["vector_rows"] == 3
+    assert a["requant_rows"] == 4 and a["vector_rows"] == a["vadd_rows"] == 3
+    assert a["vmax_rows"] == a["vrelu_rows"] == a["vquant_rows"] == 0
 
 
 def test_matmul_activity_matches_the_reference_macs():
