@@ -32,7 +32,14 @@ import numpy as np
 import yaml
 
 from .calibrate_workloads import FEATURES, WORKLOADS, grid_features, make_stimulus
-from .gate_level import CELL_WEIGHTS, FLOP_WEIGHT, MAX_SIDE, YOSYS_SCRIPT, build_gate_level_grid
+from .energy import nonnegative_lstsq
+from .gate_level import (
+    CELL_WEIGHTS,
+    FLOP_WEIGHT,
+    MAX_SIDE,
+    YOSYS_SCRIPT,
+    build_gate_level_grid,
+)
 
 __all__ = ["run_calibration", "fit_coefficients", "write_calibration", "format_calibration", "DEFAULT_SEED",
            "ANCHOR_PJ_PER_MAC", "default_output"]
@@ -48,23 +55,6 @@ def default_output(config_name: str) -> Path:
     """``configs/energy/calibration-<config>.yaml`` in the checkout."""
     from .energy import DEFAULT_ENERGY_FILE
     return DEFAULT_ENERGY_FILE.with_name(f"calibration-{config_name}.yaml")
-
-
-def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares with non-negative coefficients: drop the most negative column and refit.
-
-    Small and deterministic (no scipy here); with three columns the active set settles at once.
-    """
-    active = list(range(x.shape[1]))
-    beta = np.zeros(x.shape[1])
-    while active:
-        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
-        if (sol >= 0).all():
-            beta[:] = 0
-            beta[active] = sol
-            return beta
-        active.pop(int(np.argmin(sol)))
-    return beta
 
 
 def fit_coefficients(rows: list[dict], exclude: str | None = None) -> dict:
@@ -96,7 +86,7 @@ def fit_coefficients(rows: list[dict], exclude: str | None = None) -> dict:
         out["register_only_random"] = rand[0]["reference"]["total"] / rand[0]["registers"]
     x = np.array([[r[f] for f in FEATURES] for r in use], float) / e[:, None]
     y = (e - FLOP_WEIGHT * reg) / e
-    beta = _nnls(x, y)
+    beta = nonnegative_lstsq(x, y)
     out["logic"] = {f: float(b) for f, b in zip(FEATURES, beta)}
     return out
 

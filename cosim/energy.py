@@ -25,7 +25,7 @@ import yaml
 from .toggles import GROUPS, _group
 
 __all__ = ["EnergyModel", "load_energy_model", "energy_breakdown_pj", "energy_report", "DEFAULT_ENERGY_FILE",
-           "UNITS", "ENERGY_FILE_ENV", "MAC_COEFFICIENTS"]
+           "UNITS", "ENERGY_FILE_ENV", "MAC_COEFFICIENTS", "nonnegative_lstsq"]
 
 DEFAULT_ENERGY_FILE = Path(__file__).resolve().parent.parent / "configs" / "energy" / "default.yaml"
 ENERGY_FILE_ENV = "NPUFORGE_ENERGY_FILE"
@@ -129,6 +129,35 @@ def _read_mac_calibration(raw: dict, path: Path) -> None:
             raise ValueError(f"{cal_path}: missing key '{key}' (named by {path}: mac_calibration)")
         raw[key] = cal[key]
     raw["mac_calibration"] = str(cal_path)
+
+
+def nonnegative_lstsq(x, y):
+    """Least squares with non-negative coefficients (the energy fits): drop the most negative
+    column and refit until none is negative. Small and deterministic (no scipy here); with the
+    few columns of these fits the active set settles in a step or two.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (samples, columns).
+    y : numpy.ndarray
+        (samples,).
+
+    Returns
+    -------
+    numpy.ndarray
+        One coefficient per column, 0 for the dropped ones.
+    """
+    import numpy as np
+    active = list(range(x.shape[1]))
+    beta = np.zeros(x.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            beta[active] = sol
+            return beta
+        active.pop(int(np.argmin(sol)))
+    return beta
 
 
 def energy_breakdown_pj(activity: dict, counters: dict, config, model: EnergyModel | None = None) -> dict:

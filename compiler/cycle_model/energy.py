@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ...cosim.energy import nonnegative_lstsq
 from ...cosim.toggles import GROUPS, MAC_KEYS
 
 __all__ = ["FEATURES_OF", "features", "quantities", "fit_toggle_table", "estimate_activity", "estimate_energy",
@@ -78,18 +79,6 @@ def quantities(rtl_activity: dict) -> dict:
     return out
 
 
-def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    active = list(range(x.shape[1]))
-    beta = np.zeros(x.shape[1])
-    while active:
-        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
-        if (sol >= 0).all():
-            beta[active] = sol
-            return beta
-        active.pop(int(np.argmin(sol)))
-    return beta
-
-
 def _columns(name: str) -> tuple[str, ...]:
     if name.startswith("sram."):
         mem, kind = name[5:].rsplit(".", 1)
@@ -131,7 +120,7 @@ def fit_toggle_table(samples: list[tuple[dict, dict, dict]], config, source: str
         x = np.array([[f.get(c, 0.0) for c in cols] for f in feats])
         # Relative errors, so that the big runs do not decide alone.
         w = 1.0 / np.maximum(y, 1.0)
-        beta = _nnls(x * w[:, None], y * w)
+        beta = nonnegative_lstsq(x * w[:, None], y * w)
         per_access[name] = {c: float(f"{b:.6g}") + 0.0 for c, b in zip(cols, beta)}
     last = samples[0][2]
     return {"config": config.name, "config_hash": config.hash, "source": source,
