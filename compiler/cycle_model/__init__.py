@@ -6,6 +6,10 @@ instruction index of an illegal program; given a DRAM image it also computes the
 DRAM with the reference simulator's per-instruction code. It follows docs/timing.md
 instruction by instruction (see :mod:`.machine`), never clock by clock where nothing
 happens; a differential test against the RTL on kernels and random programs keeps it exact.
+
+Two engines apply the same rules: the Python model (:mod:`.machine` and its mixins, the
+readable form) and its C++ port (:mod:`.native`, built on first use, about 100 times
+faster), which :func:`simulate` uses wherever a C++ compiler is found.
 """
 
 from __future__ import annotations
