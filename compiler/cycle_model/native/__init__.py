@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ....hw.compute import array_latency
+from ....hw.compute import compute_timing
 from ....hw.counters import COUNTER_NAMES
 from ....hw.requant import Requant
 from ....isa.encoding import DecodeError, decode
@@ -45,7 +45,7 @@ TABLE_COLS = ("kind", "op", "unit|rd", "pops|rs", "pushes|imm", "accumulate|targ
               "count_elem", "vector_activity")
 CONFIG_FIELDS = ("rows", "cols", "queue_depth", "token_depth", "dram_bytes_per_cycle", "dram_latency",
                  "imem_words", "spad_rows", "acc_rows", "spad_row_bytes", "dram_bytes", "requant_latency",
-                 "array_latency", "op_nop", "op_halt", "op_fence", "op_seti", "op_addi", "op_dbnz",
+                 "compute_tail", "op_nop", "op_halt", "op_fence", "op_seti", "op_addi", "op_dbnz",
                  "max_cycles", "log")
 # Stop kinds of machine.cpp (enum Stop).
 (STOP_FINISHED, STOP_DECODE, STOP_FETCH, STOP_BRANCH, STOP_ADDR, STOP_DEADLOCK, STOP_LIMIT,
@@ -162,12 +162,21 @@ def _table(words: tuple[int, ...], config) -> tuple[np.ndarray, tuple]:
     return np.ascontiguousarray(np.array(rows, dtype=np.int64)), tuple(kept)
 
 
+def _compute_tail(config) -> int:
+    """Cycles from a compute command's last slot to its ``done`` (hw/compute.py:compute_timing)."""
+    tails = {done - slots for op in (Opcode.PRELOAD, Opcode.MATMUL, Opcode.VADD)
+             for slots, done in [compute_timing(config, op, 3)]}
+    if len(tails) != 1:
+        raise NativeUnavailable(f"compute_timing has a different tail per op {tails}; machine.cpp assumes one")
+    return tails.pop()
+
+
 def _config_vector(config, max_cycles: int, log: bool) -> np.ndarray:
     values = dict(rows=config.rows, cols=config.cols, queue_depth=config.queue_depth,
                   token_depth=config.token_depth, dram_bytes_per_cycle=config.dram_bytes_per_cycle,
                   dram_latency=config.dram_latency, imem_words=config.imem_words, spad_rows=config.spad_rows,
                   acc_rows=config.acc_rows, spad_row_bytes=config.spad_row_bytes, dram_bytes=config.dram_bytes,
-                  requant_latency=Requant.LATENCY, array_latency=array_latency(config),
+                  requant_latency=Requant.LATENCY, compute_tail=_compute_tail(config),
                   op_nop=Opcode.NOP.value, op_halt=Opcode.HALT.value, op_fence=Opcode.FENCE.value,
                   op_seti=Opcode.SETI.value, op_addi=Opcode.ADDI.value, op_dbnz=Opcode.DBNZ.value,
                   max_cycles=max_cycles, log=int(log))

@@ -36,7 +36,7 @@ enum CClass { C_PRELOAD = 0, C_MATMUL = 1, C_VEC1 = 2, C_VEC2 = 3 };
 // Scalar opcodes, passed in the config (their ISA values).
 enum ConfigIdx {
     G_ROWS, G_COLS, G_DQ, G_DT, G_BEAT, G_DRAM_LATENCY, G_IMEM, G_SPAD_ROWS, G_ACC_ROWS,
-    G_SPAD_ROW_BYTES, G_DRAM_BYTES, G_REQUANT_LATENCY, G_ARRAY_LATENCY,
+    G_SPAD_ROW_BYTES, G_DRAM_BYTES, G_REQUANT_LATENCY, G_COMPUTE_TAIL,
     G_OP_NOP, G_OP_HALT, G_OP_FENCE, G_OP_SETI, G_OP_ADDI, G_OP_DBNZ,
     G_MAX_CYCLES, G_LOG,
     CONFIG_LEN
@@ -271,7 +271,7 @@ public:
             i64 cc = r[K_CCLASS];
             i64 slots = cc == C_PRELOAD ? g[G_ROWS] : std::max<i64>(rows, 1);
             comp_ready_at = t + slots;
-            comp_dones.push_back(t + slots + g[G_ARRAY_LATENCY] + 2);
+            comp_dones.push_back(t + slots + g[G_COMPUTE_TAIL]);     // done - slots of compute_timing
             if (cc == C_PRELOAD) {
                 act[A_SPAD_R] += g[G_ROWS];
                 act[A_WROWS] += g[G_ROWS];
