@@ -56,7 +56,7 @@ test-all: $(STAMP)  ## the test suite with the long runs (full fuzz and random-p
 
 cosim: $(STAMP)  ## generate a KERNEL bundle for CONFIG, run it, check it bit-exactly, print the figures
 	$(BIN)/npuforge kernel $(KERNEL) -c $(CONFIG) --seed $(SEED) $(SHAPE_ARGS) -o $(OUT)
-	$(BIN)/npuforge run $(OUT) --fidelity $(FIDELITY) --engine $(ENGINE) $(if $(filter 1,$(WAVES)),--waves) $(if $(filter 1,$(POWER)),--power)
+	$(BIN)/npuforge run $(OUT) --fidelity $(FIDELITY) --engine $(ENGINE) $(if $(filter 1,$(WAVES)),--waves) $(if $(filter 1,$(POWER)),--power,--no-power)
 
 bench-power: $(STAMP)  ## what toggle counting costs: a 256^3 matmul on 4x4 and 8x8 RTL, with and without counting
 	$(BIN)/npuforge power bench --configs 4x4,8x8

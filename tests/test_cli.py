@@ -82,3 +82,15 @@ def test_run_cycle_prints_the_estimated_energy_and_refuses_waves_on_the_harness(
     assert "PASS" in out and "[cycle]" in out and "(est.)" in out
     with pytest.raises(SystemExit, match="--waves needs --engine cocotb"):
         main(["run", str(bundle), "--fidelity", "rtl", "--engine", "harness", "--waves"])
+
+
+@pytest.mark.rtl
+def test_rtl_run_reports_energy_unless_told_not_to(tmp_path, capsys):
+    bundle = tmp_path / "mm"
+    assert main(["kernel", "matmul", "--m", "8", "--k", "8", "--n", "8", "-c", "4x4", "-o", str(bundle)]) == 0
+    assert main(["run", str(bundle), "--fidelity", "rtl"]) == 0
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["energy_pj"] > 0 and report["power_mw"] > 0 and "energy=" in capsys.readouterr().out
+    assert main(["run", str(bundle), "--fidelity", "rtl", "--no-power"]) == 0
+    report = json.loads((bundle / "report.json").read_text())
+    assert "energy_pj" not in report and report["cycles"] > 0

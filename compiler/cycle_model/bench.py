@@ -91,9 +91,10 @@ def benchmark(config_name: str = "8x8", m: int = 256, k: int = 256, n: int = 256
     out.update(cycles=model["cycles"], instructions=model["counters"]["instructions"], model_wall_s=model_wall,
                native_timing_s=timings["native"], python_timing_s=timings["python"])
     if rtl:
-        run_bundle(path, "rtl")         # untimed: builds the Verilator model if it is not cached yet
+        # Timing against timing: the plain RTL build, no toggle counting.
+        run_bundle(path, "rtl", power=False)    # untimed: builds the Verilator model if it is not cached yet
         t0 = time.perf_counter()
-        ref = run_bundle(path, "rtl")
+        ref = run_bundle(path, "rtl", power=False)
         rtl_wall = time.perf_counter() - t0
         if not ref["passed"]:
             raise RuntimeError(f"rtl fidelity failed: {ref['error'] or ref['mismatch']}")
