@@ -312,14 +312,19 @@ def _add_kernel_options(p: argparse.ArgumentParser, fidelity_default: str | None
     for name in _all_shape_params():
         p.add_argument(f"--{name}", dest=f"shape_{name}", type=int, metavar="N", help=argparse.SUPPRESS)
     if fidelity_default:
-        p.add_argument("--fidelity", default=fidelity_default, choices=["reference", "cycle", "rtl"])
-        p.add_argument("--waves", action="store_true", help="write a waveform into the bundle (rtl)")
-        p.add_argument("--power", action=argparse.BooleanOptionalAction, default=True,
-                       help="rtl: count toggles and report energy and power (default; --no-power: timing only, "
-                            "1.3-2x faster)")
-        p.add_argument("--engine", default="cocotb", choices=["cocotb", "harness"],
-                       help="rtl engine: cocotb + Verilator (waves), or the plain Verilator C++ harness "
-                            "(same Verilog and report; faster, cheaper counting; docs/cosim.md)")
+        _add_run_options(p, fidelity_default)
+
+
+def _add_run_options(p: argparse.ArgumentParser, fidelity_default: str) -> None:
+    """The options of running a bundle (``run``, ``cosim``)."""
+    p.add_argument("--fidelity", default=fidelity_default, choices=["reference", "cycle", "rtl"])
+    p.add_argument("--waves", action="store_true", help="write a waveform into the bundle (rtl)")
+    p.add_argument("--power", action=argparse.BooleanOptionalAction, default=True,
+                   help="rtl: count toggles and report energy and power (default; --no-power: timing only, "
+                        "1.3-2x faster)")
+    p.add_argument("--engine", default="cocotb", choices=["cocotb", "harness"],
+                   help="rtl engine: cocotb + Verilator (waves), or the plain Verilator C++ harness "
+                        "(same Verilog and report; faster, cheaper counting; docs/cosim.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -348,14 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a bundle at a fidelity and check it bit-exactly")
     p.add_argument("bundle")
-    p.add_argument("--fidelity", default="reference", choices=["reference", "cycle", "rtl"])
-    p.add_argument("--waves", action="store_true", help="write a waveform into the bundle (rtl)")
-    p.add_argument("--power", action=argparse.BooleanOptionalAction, default=True,
-                   help="rtl: count toggles and report energy and power (default; --no-power: timing only, "
-                        "1.3-2x faster)")
-    p.add_argument("--engine", default="cocotb", choices=["cocotb", "harness"],
-                   help="rtl engine: cocotb + Verilator (waves), or the plain Verilator C++ harness "
-                        "(same Verilog and report; faster, cheaper counting; docs/cosim.md)")
+    _add_run_options(p, "reference")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("power", help="toggle counting and energy")
