@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,14 +85,20 @@ def _library():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
         os.close(fd)
         try:
-            proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, str(_SOURCE)], capture_output=True, text=True)
+            try:
+                proc = subprocess.run([cxx, *_FLAGS, "-o", tmp, str(_SOURCE)], capture_output=True, text=True)
+            except OSError as e:
+                raise NativeUnavailable(f"{cxx} could not run: {e}") from None
             if proc.returncode != 0:
                 raise NativeUnavailable(f"{cxx} failed on {_SOURCE}:\n{proc.stderr[-2000:]}")
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    lib = ctypes.CDLL(str(path))
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise NativeUnavailable(f"{path}: cannot be loaded ({e}); delete it to rebuild") from None
     i64p = ctypes.POINTER(ctypes.c_int64)
     lib.npf_run.restype = ctypes.c_void_p
     lib.npf_run.argtypes = [i64p, ctypes.c_int64, i64p, ctypes.c_int64, i64p, i64p, i64p, i64p]
@@ -103,11 +110,18 @@ def _library():
     return lib
 
 
+_WARNED: set = set()
+
+
 def available() -> bool:
-    """Whether the native engine can run here (builds it on first call)."""
+    """Whether the native engine can run here (builds it on first call); says once why not."""
     try:
         _library()
-    except NativeUnavailable:
+    except NativeUnavailable as e:
+        if str(e) not in _WARNED:
+            _WARNED.add(str(e))
+            warnings.warn(f"cycle model: the native engine is unavailable, the Python model (about 100x "
+                          f"slower, same results) runs instead: {e}", RuntimeWarning, stacklevel=2)
         return False
     return True
 

@@ -70,7 +70,8 @@ def test_auto_falls_back_to_python_without_a_compiler(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_compiler", lambda: None)
     native._library.cache_clear()
     try:
-        assert not native.available()
+        with pytest.warns(RuntimeWarning, match="Python model .* runs instead: no C\\+\\+ compiler"):
+            assert not native.available()
         with pytest.raises(native.NativeUnavailable, match="no C\\+\\+ compiler"):
             simulate(words, cfg, engine="native")
         got = simulate(words, cfg)
@@ -92,3 +93,22 @@ def test_benchmark_times_both_engines(tmp_path):
     r = benchmark("4x4", 24, 16, 20, repeat=1, out_dir=tmp_path / "b", rtl=False)
     assert r["cycles"] > 0 and r["instructions"] > 0
     assert r["native_timing_s"] > 0 and r["python_timing_s"] > 0
+
+
+def test_a_broken_library_is_reported_and_python_runs_instead(monkeypatch, tmp_path):
+    cfg = load_config("4x4")
+    words = next(iter(random_programs(cfg, 1, seed=6))).words
+    want = simulate(words, cfg, engine="python")
+    monkeypatch.setenv("NPUFORGE_BUILD_DIR", str(tmp_path))
+    broken = native.library_path()
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a shared object")
+    native._library.cache_clear()
+    try:
+        with pytest.raises(native.NativeUnavailable, match="cannot be loaded.*delete it to rebuild"):
+            simulate(words, cfg, engine="native")
+        with pytest.warns(RuntimeWarning, match="cannot be loaded"):
+            got = simulate(words, cfg)
+        assert (got.cycles, got.counters) == (want.cycles, want.counters)
+    finally:
+        native._library.cache_clear()
