@@ -19,6 +19,14 @@ __all__ = ["write_words_hex", "write_beats_hex", "read_beats_hex", "write_beats_
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
+def _byte_image(image, beat_bytes: int) -> np.ndarray:
+    """The image as flat uint8; a ValueError when it is not a whole number of beats."""
+    image = np.ascontiguousarray(image, dtype=np.uint8).reshape(-1)
+    if image.size % beat_bytes:
+        raise ValueError(f"image of {image.size} bytes is not a whole number of {beat_bytes}-byte beats")
+    return image
+
+
 def _hex_lines(beats: np.ndarray) -> np.ndarray:
     """(n, B) uint8 little-endian beats -> (n, 2B+1) ASCII lines, most significant byte first."""
     rev = beats[:, ::-1]
@@ -44,9 +52,7 @@ def write_beats_hex(path: str | Path, image: np.ndarray, beat_bytes: int) -> int
     int
         Number of beats written.
     """
-    image = np.ascontiguousarray(image, dtype=np.uint8).reshape(-1)
-    if image.size % beat_bytes:
-        raise ValueError(f"image of {image.size} bytes is not a whole number of {beat_bytes}-byte beats")
+    image = _byte_image(image, beat_bytes)
     beats = image.reshape(-1, beat_bytes)
     if beat_bytes % 8 == 0:
         # Find non-zero 8-byte words first: much faster than a per-byte any() on big, sparse images.
@@ -110,9 +116,7 @@ def write_beats_bin(path: str | Path, image: np.ndarray, beat_bytes: int) -> int
     int
         Number of beats written.
     """
-    image = np.ascontiguousarray(image, dtype=np.uint8).reshape(-1)
-    if image.size % beat_bytes:
-        raise ValueError(f"image of {image.size} bytes is not a whole number of {beat_bytes}-byte beats")
+    image = _byte_image(image, beat_bytes)
     # Scanning 8-byte words is several times faster than bytes on large, sparse images.
     unit = 8 if image.size % 8 == 0 else 1
     nz = np.flatnonzero(image.view(np.uint64) if unit == 8 else image)

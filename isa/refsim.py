@@ -33,13 +33,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .encoding import DecodeError, decode
 from .image import ImageError, ProgramImage
 from .refsim_races import RaceChecker, RaceError
-from .refsim_units import MASK32, AddrRangeError, Cmd, Machine, Prepared, prepare
-from .spec import BY_OPCODE, INSTRUCTIONS, NUM_REGS, WORD_BITS, Dep, ErrorCode, Opcode, Queue
+from .refsim_units import MASK32, AddrRangeError, Cmd, Machine, Prepared, decode_entry
+from .spec import BY_OPCODE, INSTRUCTIONS, NUM_REGS, WORD_BITS, Dep, ErrorCode, Opcode
 
-__all__ = ["run", "RefResult", "SimError", "RaceError"]
+__all__ = ["run", "RefResult", "SimError", "RaceError", "program_words", "initial_dram"]
 
 
 class SimError(Exception):
@@ -76,11 +75,12 @@ class RefResult:
     dram_write_bytes: int       # bytes the stores moved
 
 
-_SCALAR = {s.op for s in INSTRUCTIONS if s.queue == Queue.SCALAR}
 _CHANNEL_NAMES = tuple(ch.name for ch in Dep)
 
 
-def _program_words(program, config) -> tuple[int, ...]:
+def program_words(program, config) -> tuple[int, ...]:
+    """The instruction words of a ProgramImage (checked against ``config``) or a word sequence
+    (at most ``imem_words`` words of 128 bits); ImageError / ValueError otherwise."""
     if isinstance(program, ProgramImage):
         program.check_config(config)
         return program.words
@@ -94,7 +94,7 @@ def _program_words(program, config) -> tuple[int, ...]:
     return words
 
 
-def _initial_dram(dram, config) -> np.ndarray:
+def initial_dram(dram, config) -> np.ndarray:
     src = np.frombuffer(bytes(dram), np.uint8) if isinstance(dram, (bytes, bytearray, memoryview)) \
         else np.asarray(dram)
     if src.dtype != np.uint8 or src.ndim != 1:
@@ -144,8 +144,8 @@ def run(program, dram, config, *, step_limit: int = 50_000_000, source_lines: Se
     ValueError
         A malformed DRAM image or word.
     """
-    words = _program_words(program, config)
-    machine = Machine(config, _initial_dram(dram, config))
+    words = program_words(program, config)
+    machine = Machine(config, initial_dram(dram, config))
     races = RaceChecker(config) if check_races else None
     sim = _Sim(words, machine, config, step_limit, source_lines, races)
     if schedule_seed is None:
@@ -232,12 +232,9 @@ class _Sim:
     def fetch(self, pc: int):
         entry = self.cache.get(pc)
         if entry is None:
-            word = self.words[pc] if pc < len(self.words) else 0
-            try:
-                instr = decode(word)
-            except DecodeError as e:
-                raise self.error(e.code, pc, f"word {word:#034x}: {e}") from None
-            entry = instr if instr.op in _SCALAR else prepare(pc, instr, self.config)
+            kind, entry = decode_entry(pc, self.words[pc] if pc < len(self.words) else 0, self.config)
+            if kind not in ("scalar", "queue"):
+                raise self.error(kind, pc, entry)
             self.cache[pc] = entry
         return entry
 

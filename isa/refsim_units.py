@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .encoding import Instruction
+from .encoding import DecodeError, Instruction, decode
 from .semantics import requant
 from .spec import BY_OPCODE, INSTRUCTIONS, LEGAL_DEPS, Dep, Opcode, Queue
 
-__all__ = ["Machine", "Cmd", "Prepared", "AddrRangeError", "prepare", "EXECUTE", "CHANNEL_INDEX",
+__all__ = ["Machine", "Cmd", "Prepared", "AddrRangeError", "prepare", "decode_entry", "SCALAR_OPS", "EXECUTE",
+           "CHANNEL_INDEX",
            "UNIT_INDEX"]
 
 MASK32 = 0xFFFFFFFF
@@ -170,6 +171,22 @@ def prepare(pc: int, instr: Instruction, config) -> Prepared:
     return Prepared(pc, instr, config)
 
 
+SCALAR_OPS = frozenset(s.op for s in INSTRUCTIONS if s.queue == Queue.SCALAR)
+
+
+def decode_entry(pc: int, word: int, config):
+    """What the dispatcher makes of the word at ``pc``, for every simulator:
+    ``("scalar", Instruction)``, ``("queue", Prepared)``, or ``(ErrorCode, message)`` for a word
+    that does not decode."""
+    try:
+        instr = decode(word)
+    except DecodeError as e:
+        return e.code, f"word {word:#034x}: {e}"
+    if instr.op in SCALAR_OPS:
+        return "scalar", instr
+    return "queue", Prepared(pc, instr, config)
+
+
 # ---- execution -----------------------------------------------------------------------------
 
 def _dram_rows(dram: np.ndarray, first: int, rows: int, nbytes: int, stride: int):
@@ -195,24 +212,22 @@ def _write_dram_rows(m: Machine, first: int, data: np.ndarray, stride: int) -> N
         m.dram[first:first + t.size] = data[i, t - i * stride]
 
 
-def _load_sp(m: Machine, c: Cmd) -> None:
-    if c.rows == 0:
-        return
-    dst = m.spad[c.mem:c.mem + c.rows]
+def _load_int8(dst: np.ndarray, m: Machine, c: Cmd) -> None:
+    """LOAD_SP / LOAD_ACC8: ``len`` int8 elements per row into ``dst``, the rest of the row zeroed."""
     if c.len:
         dst[:, :c.len] = _dram_rows(m.dram, c.dram, c.rows, c.len, c.stride).view(np.int8)
         m.dram_read_bytes += c.rows * c.len
     dst[:, c.len:] = 0
+
+
+def _load_sp(m: Machine, c: Cmd) -> None:
+    if c.rows:
+        _load_int8(m.spad[c.mem:c.mem + c.rows], m, c)
 
 
 def _load_acc8(m: Machine, c: Cmd) -> None:
-    if c.rows == 0:
-        return
-    dst = m.acc[c.mem:c.mem + c.rows]
-    if c.len:
-        dst[:, :c.len] = _dram_rows(m.dram, c.dram, c.rows, c.len, c.stride).view(np.int8)
-        m.dram_read_bytes += c.rows * c.len
-    dst[:, c.len:] = 0
+    if c.rows:
+        _load_int8(m.acc[c.mem:c.mem + c.rows], m, c)
 
 
 def _load_acc32(m: Machine, c: Cmd) -> None:

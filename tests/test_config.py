@@ -1,5 +1,7 @@
 """The typed hardware config: presets, derived values, hashing and the exact error messages."""
 
+import dataclasses
+
 import pytest
 
 from npuforge.config import PRESETS, ConfigError, HwConfig, load_config
@@ -30,13 +32,15 @@ def test_hash_is_stable_and_sensitive():
     a, b = load_config("8x8"), load_config("8x8")
     assert a.hash == b.hash and len(a.hash) == 16
     assert a.replace(dram_latency=33).hash != a.hash
-    # Pinned: the hash keys caches and program images, so a silent change would orphan them.
+    # The name is not part of the design point.
     assert HwConfig().hash == HwConfig(name="custom").hash
+    # Pinned: the hash keys caches, program images and energy tables, so a silent change would orphan them.
+    assert a.hash == "c142cc2124fd4c17"
 
 
 def test_config_is_immutable():
     cfg = load_config("4x4")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.rows = 8
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...isa.image import ProgramImage
+from ...isa.refsim import initial_dram, program_words
 from ...isa.spec import ErrorCode
 from . import native
 from .machine import ACTIVITY_NAMES, CycleLimit, simulate_words
@@ -68,17 +68,6 @@ class CycleResult:
     activity: dict = field(default_factory=dict)
 
 
-def _words(program, config) -> tuple[int, ...]:
-    if isinstance(program, ProgramImage):
-        program.check_config(config)
-        return program.words
-    words = tuple(int(w) for w in program)
-    if len(words) > config.imem_words:
-        raise ValueError(f"program: {len(words)} instructions do not fit the instruction memory "
-                         f"(imem_words={config.imem_words})")
-    return words
-
-
 def simulate(program, config, dram=None, *, max_cycles: int = DEFAULT_MAX_CYCLES,
              every_cycle: bool = False, engine: str = "auto") -> CycleResult:
     """Run a program on the cycle model.
@@ -120,11 +109,8 @@ def simulate(program, config, dram=None, *, max_cycles: int = DEFAULT_MAX_CYCLES
     t0 = time.perf_counter()
     if engine not in ("auto", "native", "python"):
         raise ValueError(f"engine: must be auto, native or python, got {engine!r}")
-    words = _words(program, config)
-    image = None
-    if dram is not None:
-        from ...isa.refsim import _initial_dram
-        image = _initial_dram(dram, config)
+    words = program_words(program, config)
+    image = initial_dram(dram, config) if dram is not None else None
     if engine == "native" or (engine == "auto" and not every_cycle and native.available()):
         if every_cycle:
             raise ValueError("every_cycle: only the Python engine evaluates every cycle")

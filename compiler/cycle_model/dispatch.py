@@ -8,13 +8,11 @@ or writes what they change, and nothing they wait on exists.
 
 from __future__ import annotations
 
-from ...isa.encoding import DecodeError, decode
-from ...isa.refsim_units import MASK32, prepare
+from ...isa.refsim_units import MASK32, SCALAR_OPS, decode_entry
 from ...isa.spec import Opcode
 
 __all__ = ["DispatchMixin", "SCALAR_OPS"]
 
-SCALAR_OPS = frozenset({Opcode.NOP, Opcode.HALT, Opcode.FENCE, Opcode.SETI, Opcode.ADDI, Opcode.DBNZ})
 
 
 class DispatchMixin:
@@ -25,13 +23,7 @@ class DispatchMixin:
         """(kind, entry): kind 'scalar' / 'queue' / an ErrorCode; cached per pc."""
         got = self.cache.get(pc)
         if got is None:
-            word = self.words[pc] if pc < len(self.words) else 0
-            try:
-                instr = decode(word)
-            except DecodeError as e:
-                got = (e.code, f"word {word:#034x}: {e}")
-            else:
-                got = ("scalar", instr) if instr.op in SCALAR_OPS else ("queue", prepare(pc, instr, self.cfg))
+            got = decode_entry(pc, self.words[pc] if pc < len(self.words) else 0, self.cfg)
             self.cache[pc] = got
         return got
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from ...hw.compute import compute_timing
-from ...isa.spec import Opcode
+from ...isa.spec import BY_OPCODE, Opcode
 from .dma import dma_items
 
 __all__ = ["ACTIVITY_NAMES", "VECTOR_ROWS", "ComputeTiming", "EngineMixin"]
@@ -71,7 +71,7 @@ class EngineMixin:
         else:
             load = u == 0
             count, beats = dma_items(cmd, self.B, load)
-            nbytes = rows * cmd.len * (4 if op in (Opcode.LOAD_ACC32, Opcode.STORE_ACC32) else 1)
+            nbytes = rows * cmd.len * BY_OPCODE[op].elem_bytes
             if load:
                 self.c["dram_read_bytes"] += nbytes
                 act["spad_writes" if op == Opcode.LOAD_SP else "acc_writes"] += rows

@@ -28,10 +28,8 @@ import numpy as np
 from ....hw.compute import compute_timing
 from ....hw.counters import COUNTER_NAMES
 from ....hw.requant import Requant
-from ....isa.encoding import DecodeError, decode
-from ....isa.refsim_units import prepare
-from ....isa.spec import BY_OPCODE, NUM_REGS, Opcode
-from ..dispatch import SCALAR_OPS
+from ....isa.refsim_units import decode_entry
+from ....isa.spec import NUM_REGS, Opcode
 from ..engines import ACTIVITY_NAMES, VECTOR_ROWS
 
 __all__ = ["available", "simulate_native", "NativeUnavailable", "library_path"]
@@ -42,8 +40,8 @@ _FLAGS = ["-O2", "-std=c++17", "-shared", "-fPIC"]
 # Column order of the instruction table and of the config vector (machine.cpp's enums Col and
 # ConfigIdx); npf_abi() returns their lengths, checked on load.
 TABLE_COLS = ("kind", "op", "unit|rd", "pops|rs", "pushes|imm", "accumulate|target", "rclass", "f0", "f1",
-              "f2", "f3", "rows", "len", "stride", "elem", "is_acc", "qreg", "cclass", "spad_side", "requant",
-              "count_elem", "vector_activity")
+              "f2", "f3", "rows", "len", "stride", "elem", "is_acc", "qreg", "cclass", "requant",
+              "vector_activity")
 CONFIG_FIELDS = ("rows", "cols", "queue_depth", "token_depth", "dram_bytes_per_cycle", "dram_latency",
                  "imem_words", "spad_rows", "acc_rows", "spad_row_bytes", "dram_bytes", "requant_latency",
                  "compute_tail", "op_nop", "op_halt", "op_fence", "op_seti", "op_addi", "op_dbnz",
@@ -74,8 +72,27 @@ def _compiler() -> str | None:
     return None
 
 
-@lru_cache(maxsize=1)
+_FAILED: list = []      # the NativeUnavailable of a failed build or load: not retried on every call
+
+
 def _library():
+    if _FAILED:
+        raise _FAILED[0]
+    try:
+        return _load_library()
+    except NativeUnavailable as e:
+        _FAILED.append(e)
+        raise
+
+
+def reset() -> None:
+    """Forget the loaded library and any failure (tests; after installing a compiler)."""
+    _FAILED.clear()
+    _load_library.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _load_library():
     path = library_path()
     if not path.exists():
         cxx = _compiler()
@@ -129,29 +146,25 @@ def available() -> bool:
 def _row(pc: int, word: int, config) -> tuple[list[int], object]:
     """One table row and what the Python side keeps of the instruction (Prepared, or the decode error)."""
     row = [0] * len(TABLE_COLS)
-    try:
-        instr = decode(word)
-    except DecodeError as e:
-        row[0], row[1] = 2, int(e.code.value)
-        return row, (e.code, f"word {word:#034x}: {e}")
-    op = instr.op
-    row[1] = op.value
-    if op in SCALAR_OPS:
-        args = instr.args
+    kind, entry = decode_entry(pc, word, config)
+    if kind == "scalar":
+        args = entry.args
+        row[1] = entry.op.value
         row[2:6] = args.get("rd", 0), args.get("rs", 0), args.get("imm", 0), args.get("target", 0)
-        return row, instr
-    p = prepare(pc, instr, config)
-    row[0] = 1
+        return row, entry
+    if kind != "queue":
+        row[0], row[1] = 2, int(kind.value)
+        return row, (kind, entry)
+    p, op = entry, entry.op
+    row[0], row[1] = 1, op.value
     row[2] = p.unit
     row[3] = sum(1 << ch for ch in p.pops)
     row[4] = sum(1 << ch for ch in p.pushes)
     row[6] = _RCLASS[p.kind]
     f = p.f
     if p.kind == "dma":
-        row[7:17] = f[0], f[1], f[2], f[3], f[4], f[5], f[6], BY_OPCODE[op].elem_bytes, int(f[8]), f[9]
-        row[18] = int(op in (Opcode.LOAD_SP, Opcode.STORE_SP))
-        row[19] = int(op == Opcode.STORE_ACC8)
-        row[20] = 4 if op in (Opcode.LOAD_ACC32, Opcode.STORE_ACC32) else 1
+        row[7:17] = f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], int(f[8]), f[9]     # f[7]: element bytes
+        row[18] = int(op == Opcode.STORE_ACC8)
     elif p.kind == "preload":
         row[7:9] = f
         row[17] = _CCLASS[op]
@@ -161,7 +174,7 @@ def _row(pc: int, word: int, config) -> tuple[list[int], object]:
         row[16] = f[7]
         row[17] = _CCLASS.get(op, 2)
         if op in VECTOR_ROWS:
-            row[21] = ACTIVITY_NAMES.index(VECTOR_ROWS[op])
+            row[19] = ACTIVITY_NAMES.index(VECTOR_ROWS[op])
     return row, p
 
 

@@ -27,7 +27,7 @@ enum Col {
     K_KIND, K_OP, K_A, K_B, K_C, K_D,               // kind; opcode or error code; scalar: rd rs imm target
     K_UNIT = 2, K_POPS, K_PUSHES, K_ACCUM,          // queue: unit, token channel masks, accumulate
     K_RCLASS, K_F0, K_F1, K_F2, K_F3, K_ROWS, K_LEN, K_STRIDE, K_ELEM, K_ISACC, K_QREG,
-    K_CCLASS, K_ACTMEM, K_REQUANT, K_COUNT_ELEM, K_VEC_ACT,
+    K_CCLASS, K_REQUANT, K_VEC_ACT,
     TABLE_COLS
 };
 enum Kind { KIND_SCALAR = 0, KIND_QUEUE = 1, KIND_ERROR = 2 };
@@ -312,15 +312,15 @@ public:
                     count = is_load ? total : rows;
                 }
             }
-            i64 moved = rows * len * r[K_COUNT_ELEM];
+            i64 moved = rows * len * elem;
             if (is_load) {
                 c[C_RD_BYTES] += moved;
-                act[r[K_ACTMEM] ? A_SPAD_W : A_ACC_W] += rows;
+                act[r[K_ISACC] ? A_ACC_W : A_SPAD_W] += rows;
                 load.accept(count, has_beats, t);
             } else {
                 c[C_WR_BYTES] += moved;
                 if (len) {
-                    act[r[K_ACTMEM] ? A_SPAD_R : A_ACC_R] += rows;
+                    act[r[K_ISACC] ? A_ACC_R : A_SPAD_R] += rows;
                     if (r[K_REQUANT]) act[A_QROWS] += rows;
                 }
                 if (!has_beats) per.assign(1, 0);

@@ -116,14 +116,15 @@ def test_random_programs_agree_with_reference_simulator(preset):
 
 def test_same_program_same_result():
     p = next(iter(random_programs(CFG4, 1, seed=11, illegal_fraction=0)))
-    a, b = simulate(p.words, CFG4, p.dram), simulate(p.words, CFG4, p.dram)
-    assert (a.cycles, a.counters) == (b.cycles, b.counters)
-    assert np.array_equal(a.dram, b.dram)
+    for engine in ("python", "auto"):
+        a, b = simulate(p.words, CFG4, p.dram, engine=engine), simulate(p.words, CFG4, p.dram, engine=engine)
+        assert (a.cycles, a.counters) == (b.cycles, b.counters)
+        assert np.array_equal(a.dram, b.dram)
 
 
 def test_timing_does_not_need_dram():
     p = next(iter(random_programs(CFG4, 1, seed=12, illegal_fraction=0)))
-    a, b = simulate(p.words, CFG4), simulate(p.words, CFG4, p.dram)
+    a, b = simulate(p.words, CFG4, engine="python"), simulate(p.words, CFG4, p.dram, engine="python")
     assert isinstance(a, CycleResult) and a.dram is None
     assert (a.cycles, a.counters) == (b.cycles, b.counters)
 
@@ -160,7 +161,7 @@ def test_fast_paths_equal_cycle_by_cycle_evaluation(preset):
     programs = [p.words for p in random_programs(cfg, 6, seed=900, size="long", illegal_fraction=0.3)]
     programs.append(build_case(cfg, "matmul", {"m": 40, "k": 24, "n": 3 * cfg.cols}, {}).builder.image().words)
     for words in programs:
-        fast, slow = simulate(words, cfg), simulate(words, cfg, every_cycle=True)
+        fast, slow = simulate(words, cfg, engine="python"), simulate(words, cfg, every_cycle=True)
         assert (fast.cycles, fast.error, fast.error_pc, fast.counters) == \
             (slow.cycles, slow.error, slow.error_pc, slow.counters)
 

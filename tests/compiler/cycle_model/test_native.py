@@ -68,16 +68,28 @@ def test_auto_falls_back_to_python_without_a_compiler(monkeypatch, tmp_path):
     want = simulate(words, cfg, engine="python")
     monkeypatch.setenv("NPUFORGE_BUILD_DIR", str(tmp_path))
     monkeypatch.setattr(native, "_compiler", lambda: None)
-    native._library.cache_clear()
+    native.reset()
     try:
         with pytest.warns(RuntimeWarning, match="Python model .* runs instead: no C\\+\\+ compiler"):
             assert not native.available()
         with pytest.raises(native.NativeUnavailable, match="no C\\+\\+ compiler"):
             simulate(words, cfg, engine="native")
-        got = simulate(words, cfg)
+        got = _auto_runs_python(monkeypatch, words, cfg)
         assert (got.cycles, got.counters) == (want.cycles, want.counters)
     finally:
-        native._library.cache_clear()
+        native.reset()
+
+
+def _auto_runs_python(monkeypatch, words, cfg):
+    """simulate() with the default engine, proving that the Python model ran and the native one did not."""
+    import npuforge.compiler.cycle_model as cm
+    calls = []
+    real = cm.simulate_words
+    monkeypatch.setattr(cm, "simulate_words", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(native, "simulate_native", lambda *a, **k: pytest.fail("the native engine ran"))
+    got = simulate(words, cfg)
+    assert calls == [1]
+    return got
 
 
 def test_engine_is_checked():
@@ -103,12 +115,12 @@ def test_a_broken_library_is_reported_and_python_runs_instead(monkeypatch, tmp_p
     broken = native.library_path()
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a shared object")
-    native._library.cache_clear()
+    native.reset()
     try:
         with pytest.raises(native.NativeUnavailable, match="cannot be loaded.*delete it to rebuild"):
             simulate(words, cfg, engine="native")
         with pytest.warns(RuntimeWarning, match="cannot be loaded"):
-            got = simulate(words, cfg)
+            got = _auto_runs_python(monkeypatch, words, cfg)
         assert (got.cycles, got.counters) == (want.cycles, want.counters)
     finally:
-        native._library.cache_clear()
+        native.reset()
