@@ -73,6 +73,7 @@ class DramModel(wiring.Component):
             self._MustUse__silence = True       # never elaborated: no "created but never used" warning
             raise ValueError(f"storage must be 'verilog' or 'amaranth', not {storage!r}")
         if init and storage != "amaranth":
+            self._MustUse__silence = True
             raise ValueError("init is only supported with storage='amaranth'; the Verilog storage loads files")
         self.config = config
         self.storage = storage

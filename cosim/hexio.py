@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_words_hex", "write_beats_hex", "read_beats_hex", "write_beats_bin", "write_words_bin"]
+__all__ = ["write_beats_hex", "read_beats_hex", "write_beats_bin", "write_words_bin"]
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
@@ -70,12 +70,6 @@ def write_beats_hex(path: str | Path, image: np.ndarray, beat_bytes: int) -> int
             chunks.append(lines[a:b].tobytes())
     Path(path).write_bytes(b"".join(chunks))
     return int(nz.size)
-
-
-def write_words_hex(path: str | Path, words, word_bytes: int = 16) -> None:
-    """Write integer words (e.g. 128-bit instructions) one per line, from address 0."""
-    blob = b"".join(int(w).to_bytes(word_bytes, "little") for w in words)
-    write_beats_hex(path, np.frombuffer(blob, dtype=np.uint8) if blob else np.zeros(0, np.uint8), word_bytes)
 
 
 def read_beats_hex(path: str | Path, beat_bytes: int, start: int = 0) -> tuple[int, np.ndarray]:

@@ -89,6 +89,8 @@ def build_power_rtl(config, *, waves: bool = False, quiet: bool = False) -> _b.R
             "ports": [dataclasses.asdict(p) for p in ports]}))
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(json.dumps({"directory": str(directory)}))
+    if built_now:
+        _b._prune(root, config.hash, suffix, keep=directory)
     dt = time.perf_counter() - t0
     if built_now and not quiet:
         _b._progress(f"built {config.name} RTL with activity probes in {dt:.1f} s")
@@ -126,6 +128,7 @@ def _build_locked(config, directory, text, tb, simmem, vsha, mems, waves, quiet,
     except (RuntimeError, SystemExit) as e:
         tail = log.read_text()[-3000:] if log.is_file() else ""
         raise RuntimeError(f"Verilator build of {config.name} with probes failed ({e}); log: {log}\n{tail}") from None
+    _b._tidy(directory)
     (directory / "build.json").write_text(json.dumps({
         "config": config.to_dict(), "config_hash": config.hash, "verilog_sha": vsha, "waves": waves,
         "trace": "vcd" if waves else None, "memories_cleared": mems,

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import get_runner, postprocess_verilog, repo_build_dir
+from .build import _BUILD_ARGS, _prune, _tidy, get_runner, postprocess_verilog, repo_build_dir
 
 __all__ = ["SocSimBuild", "build_soc_sim", "soc_sim_verilog", "SIM_CLOCK_HZ", "SIM_BAUD", "SIM_TIMEOUT_S",
            "SOC_TB", "PERIOD_NS"]
@@ -34,8 +34,6 @@ SIM_TIMEOUT_S = 0.002           # the SoC's inter-byte frame timeout in simulati
 PERIOD_NS = 2                   # the test bench's clock period
 SOC_TOP = "npuforge_soc"
 SOC_TB = "npuforge_soc_tb"
-_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--timing", "-O3", "--x-assign", "fast",
-               "--x-initial", "fast", "--noassert"]
 
 
 class SimFpgaPlatform:
@@ -129,6 +127,8 @@ def _build(config, directory: Path, text: str, tb: str, vsha: str, dram_bytes: i
     except (RuntimeError, SystemExit) as e:
         tail = log.read_text()[-3000:] if log.is_file() else ""
         raise RuntimeError(f"Verilator build of the {config.name} SoC failed ({e}); log: {log}\n{tail}") from None
+    _tidy(directory)
+    _prune(directory.parent, config.hash, "", keep=directory)
     dt = time.perf_counter() - t0
     (directory / "build.json").write_text(json.dumps({"config": config.to_dict(), "config_hash": config.hash,
                                                       "dram_bytes": dram_bytes, "verilog_sha": vsha,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..isa.semantics import requant
-from ..isa.spec import Opcode
+from ..isa.spec import BY_OPCODE, Opcode
 
 __all__ = ["DmaOp", "elem_bytes", "row_beats", "load_rows", "store_rows", "load_timing", "store_timing",
            "dma_timing", "DramSim"]
@@ -47,8 +47,8 @@ class DmaOp:
 
 
 def elem_bytes(op: Opcode) -> int:
-    """DRAM bytes per element: 4 for the int32 transfers, 1 otherwise."""
-    return 4 if op in (Opcode.LOAD_ACC32, Opcode.STORE_ACC32) else 1
+    """DRAM bytes per element (the ISA table's: 4 for the int32 transfers, 1 otherwise)."""
+    return BY_OPCODE[op].elem_bytes
 
 
 def row_beats(addr: int, nbytes: int, beat_bytes: int) -> int:

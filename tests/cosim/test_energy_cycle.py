@@ -62,14 +62,18 @@ def test_fit_recovers_a_known_table_and_estimates_the_activity():
     assert rep["energy_pj"] == pytest.approx(truth["energy_pj"], rel=0.02)
 
 
-def test_missing_or_stale_table_says_how_to_make_one(tmp_path):
-    cfg = load_config("16x16")
-    if table_path(cfg).is_file():
-        pytest.skip("a 16x16 table exists")
-    with pytest.raises(FileNotFoundError, match="npuforge power model-error --configs 16x16 --write"):
-        load_toggle_table(cfg)
+def test_missing_or_stale_table_says_how_to_make_one(tmp_path, monkeypatch):
+    import npuforge.compiler.cycle_model.energy as cycle_energy
+    cfg = load_config("4x4")
     with pytest.raises(ValueError, match="no RTL runs"):
         fit_toggle_table([], cfg)
+    monkeypatch.setattr(cycle_energy, "_ENERGY_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="npuforge power model-error --configs 4x4 --write"):
+        load_toggle_table(cfg)
+    table = fit_toggle_table([_sample(np.random.default_rng(s)) for s in range(8)], cfg, "synthetic")
+    cycle_energy.write_toggle_table(dict(table, config_hash="0" * 16), table_path(cfg))
+    with pytest.raises(ValueError, match="fitted for config hash 0{16}, not .*rerun 'npuforge power model-error"):
+        load_toggle_table(cfg)
 
 
 @pytest.mark.parametrize("name", ["4x4", "8x8"])

@@ -21,6 +21,19 @@ def test_crc16_ccitt_false_check_value():
     assert crc16(b"") == 0xFFFF
 
 
+def test_crc16_equals_the_byte_step_the_gateware_unrolls():
+    import random
+    from npuforge.hw.soc.memmap import crc16_byte_step
+    rng = random.Random(3)
+    for n in (1, 2, 7, 300):
+        data = bytes(rng.randrange(256) for _ in range(n))
+        init = rng.randrange(1 << 16)
+        folded = init
+        for byte in data:
+            folded = crc16_byte_step(folded, byte)
+        assert crc16(data, init) == folded
+
+
 def test_regs_layout_is_packed_and_holds_every_counter():
     offset = 0
     for f in REGS.values():
