@@ -56,7 +56,8 @@ def add(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def pool_out_size(size: int, kernel: int, stride: int) -> int:
-    return (size - kernel) // stride + 1
+    """Output extent of an unpadded pooling window along one axis."""
+    return conv_out_size(size, kernel, stride, 0)
 
 
 def maxpool(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:

@@ -82,7 +82,8 @@ class Prepared:
     The operand fields are unpacked once here; :meth:`resolve` (bound to the resolver of the
     instruction's kind) only adds registers and compares bounds.
     """
-    __slots__ = ("pc", "op", "unit", "pops", "pushes", "mnemonic", "config", "kind", "resolve", "execute", "f")
+    __slots__ = ("pc", "op", "unit", "pops", "pushes", "mnemonic", "config", "kind", "resolve", "command", "execute",
+                 "f")
 
     def __init__(self, pc: int, instr: Instruction, config):
         spec = BY_OPCODE[instr.op]
@@ -99,15 +100,15 @@ class Prepared:
             elem, space, _ = _DMA[op]
             mem = a["acc" if space == "acc" else "sp"]
             self.f = (*mem, *a["dram"], a["rows"], a["len"], a["stride"], elem, space == "acc", *quant)
-            self.kind, self.resolve = "dma", self._resolve_dma
+            self.kind, self.resolve, self.command = "dma", self._resolve_dma, self._dma_command
         elif op == Opcode.PRELOAD:
             self.f = a["sp"]
-            self.kind, self.resolve = "preload", self._resolve_preload
+            self.kind, self.resolve, self.command = "preload", self._resolve_preload, self._preload_command
         else:
             matmul = op == Opcode.MATMUL
             src, dst = (a["sp"], a["acc"]) if matmul else (a["src"], a["dst"])
             self.f = (*src, *dst, a["rows"], a.get("accumulate", 0), matmul, *quant)
-            self.kind, self.resolve = "compute", self._resolve_compute
+            self.kind, self.resolve, self.command = "compute", self._resolve_compute, self._compute_command
 
     # Each resolver: resolve ``rN+off`` and ``qreg`` with the current registers and check every
     # address, raising AddrRangeError with a message naming the operand, the range and the size.
@@ -145,18 +146,20 @@ class Prepared:
             self._rows(True, "acc" if matmul else "dst", dst, rows)
         return self.command(src=src, dst=dst, mult=regs[qreg])
 
-    def command(self, mem: int = 0, dram: int = 0, src: int = 0, dst: int = 0, mult: int = 0) -> Cmd:
-        """The command with these resolved values (what :meth:`resolve` returns, without its checks)."""
-        f = self.f
-        if self.kind == "dma":
-            rows, length, stride, quant = f[4], f[5], f[6], f[9:]
-            return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, mem, dram, rows, length,
-                       stride, 0, 0, 0, mult, *quant[1:])
-        if self.kind == "preload":
-            return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, src=src)
-        rows, accumulate, quant = f[4], f[5], f[7:]
+    # ``command(mem=, dram=, src=, dst=, mult=)``: the command with these resolved values (what
+    # ``resolve`` returns, without its checks); bound to the kind's builder in __init__.
+    def _dma_command(self, mem: int = 0, dram: int = 0, src: int = 0, dst: int = 0, mult: int = 0) -> Cmd:
+        rows, length, stride, quant = self.f[4], self.f[5], self.f[6], self.f[10:]
+        return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, mem, dram, rows, length,
+                   stride, 0, 0, 0, mult, *quant)
+
+    def _preload_command(self, mem: int = 0, dram: int = 0, src: int = 0, dst: int = 0, mult: int = 0) -> Cmd:
+        return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, src=src)
+
+    def _compute_command(self, mem: int = 0, dram: int = 0, src: int = 0, dst: int = 0, mult: int = 0) -> Cmd:
+        rows, accumulate, quant = self.f[4], self.f[5], self.f[8:]
         return Cmd(self.pc, self.op, self.unit, self.pops, self.pushes, self.execute, 0, 0, rows, 0, 0,
-                   src, dst, accumulate, mult, *quant[1:])
+                   src, dst, accumulate, mult, *quant)
 
     def _rows(self, is_acc: bool, operand: str, first: int, rows: int) -> None:
         limit = self.config.acc_rows if is_acc else self.config.spad_rows

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..golden import conv_out_size
 from .common import Emitter, KernelError, ceil_div, check_positive
-from .gemm import GemmSpec, GemmTiling, KLevel, Quant, emit_gemm
+from .gemm import GemmSpec, GemmTiling, KLevel, Quant, buffer_slots, emit_gemm
 
 __all__ = ["ConvTiling", "default_tiling", "lower_conv2d", "conv_dims"]
 
@@ -93,7 +93,7 @@ def default_tiling(shape: dict, config) -> ConvTiling:
     """Row blocks of about 256 pixels that fit the scratchpad, all of Cout per block when it fits."""
     oh, ow = conv_dims(shape)
     R, C = config.rows, config.cols
-    slots = 2 if config.token_depth >= 3 else 1
+    slots = buffer_slots(config)
     kt = _k_tiles(shape, config)
     cap = min((config.spad_rows - slots * R) // (kt * ow), config.acc_rows // (slots * ow), 0xFFFF // ow)
     if cap < 1:

@@ -42,7 +42,7 @@ from typing import Callable, Hashable
 
 from .common import Emitter, KernelError, ceil_div
 
-__all__ = ["Quant", "KLevel", "GemmSpec", "GemmTiling", "GemmRegs", "emit_gemm"]
+__all__ = ["Quant", "KLevel", "GemmSpec", "GemmTiling", "GemmRegs", "emit_gemm", "buffer_slots"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,12 @@ class GemmSpec:
         for lv in self.k_levels:
             t *= lv.count
         return t
+
+
+def buffer_slots(config) -> int:
+    """Buffers a default tiling can use: 2 (double buffering) when a token channel holds the
+    credits of both (``token_depth >= 3``, the check in :meth:`GemmTiling.check`), else 1."""
+    return 2 if config.token_depth >= 3 else 1
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .common import Emitter, KernelError, ceil_div, check_positive
-from .gemm import GemmSpec, GemmTiling, KLevel, Quant, emit_gemm
+from .gemm import GemmSpec, GemmTiling, KLevel, Quant, buffer_slots, emit_gemm
 
 __all__ = ["MatmulTiling", "default_tiling", "lower_matmul", "matmul_spec"]
 
@@ -79,7 +79,7 @@ def default_tiling(shape: dict, config) -> MatmulTiling:
     m, k, n = shape["m"], shape["k"], shape["n"]
     R, C = config.rows, config.cols
     kt, nt = ceil_div(k, R), ceil_div(n, C)
-    slots = 2 if config.token_depth >= 3 else 1
+    slots = buffer_slots(config)
     cap = min((config.spad_rows - slots * R) // kt, config.acc_rows // slots, 0xFFFF)
     if cap < 1:
         raise KernelError(f"matmul: k={k} needs {kt} scratchpad rows per row of A plus {slots * R} for weights; "
