@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from .pe import ProcessingElement
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "array_signature", "skewed_weight_write"]
 
 
 def _delay(m, value, cycles, name, reset_less=True):
@@ -43,6 +43,29 @@ def _delay(m, value, cycles, name, reset_less=True):
         m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+def array_signature(rows: int, cols: int) -> dict:
+    """The ports both dataflows share (see the module docstring)."""
+    return {
+        "act": In(data.ArrayLayout(signed(8), rows)),
+        "w_data": In(data.ArrayLayout(signed(8), cols)),
+        "w_row": In(range(rows)),
+        "w_valid": In(1),
+        "result": Out(data.ArrayLayout(signed(32), cols)),
+    }
+
+
+def skewed_weight_write(m, array, n):
+    """The weight write (data, row index, valid) as column ``n`` sees it: ``n`` cycles late, the
+    diagonal the activations travel, so a write never overtakes or lags the rows around it."""
+    wd = Signal(signed(8), name=f"wdata{n}")
+    wr = Signal.like(array.w_row, name=f"wrow{n}")
+    wv = Signal(name=f"wvalid{n}")
+    m.d.comb += [wd.eq(array.w_data[n]), wr.eq(array.w_row), wv.eq(array.w_valid)]
+    # Only the valid bit needs a reset: it alone can start a write.
+    return tuple(_delay(m, s, n, f"wcol{n}_{tag}", reset_less=tag != "valid")
+                 for s, tag in ((wd, "data"), (wr, "row"), (wv, "valid")))
 
 
 class SystolicArray(wiring.Component):
@@ -75,13 +98,7 @@ class SystolicArray(wiring.Component):
         self.rows = rows
         self.cols = cols
         self.LATENCY = rows + cols - 1
-        super().__init__({
-            "act": In(data.ArrayLayout(signed(8), rows)),
-            "w_data": In(data.ArrayLayout(signed(8), cols)),
-            "w_row": In(range(rows)),
-            "w_valid": In(1),
-            "result": Out(data.ArrayLayout(signed(32), cols)),
-        })
+        super().__init__(array_signature(rows, cols))
 
     def elaborate(self, platform):
         m = Module()
@@ -100,13 +117,7 @@ class SystolicArray(wiring.Component):
         # Weight writes: column n sees the row (data, index, valid) n cycles late, the same
         # diagonal as the activations, so a write never overtakes or lags the rows around it.
         for n in range(cols):
-            wd = Signal(signed(8), name=f"wdata{n}")
-            wr = Signal.like(self.w_row, name=f"wrow{n}")
-            wv = Signal(name=f"wvalid{n}")
-            m.d.comb += [wd.eq(self.w_data[n]), wr.eq(self.w_row), wv.eq(self.w_valid)]
-            # Only the valid bit needs a reset: it alone can start a write.
-            wd, wr, wv = (_delay(m, s, n, f"wcol{n}_{tag}", reset_less=tag != "valid")
-                          for s, tag in ((wd, "data"), (wr, "row"), (wv, "valid")))
+            wd, wr, wv = skewed_weight_write(m, self, n)
             for k in range(rows):
                 m.d.comb += [pes[k][n].w_in.eq(wd), pes[k][n].w_load.eq(wv & (wr == k))]
 

@@ -29,10 +29,9 @@ a cycle ``c >= P + R + 1``.
 """
 
 from amaranth.hdl import Array, Module, Signal, signed
-from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
-from .array import SystolicArray, _delay
+from .array import SystolicArray, _delay, array_signature, skewed_weight_write
 from .pe import OutputStationaryPE
 
 __all__ = ["OutputStationaryArray"]
@@ -62,13 +61,7 @@ class OutputStationaryArray(wiring.Component):
         self.rows = rows
         self.cols = cols
         self.LATENCY = rows + cols
-        super().__init__({
-            "act": In(data.ArrayLayout(signed(8), rows)),
-            "w_data": In(data.ArrayLayout(signed(8), cols)),
-            "w_row": In(range(rows)),
-            "w_valid": In(1),
-            "result": Out(data.ArrayLayout(signed(32), cols)),
-        })
+        super().__init__(array_signature(rows, cols))
 
     def elaborate(self, platform):
         m = Module()
@@ -101,12 +94,7 @@ class OutputStationaryArray(wiring.Component):
 
         for n in range(cols):
             # The weight register file, column n, written on the weight-stationary array's diagonal.
-            wd = Signal(signed(8), name=f"wdata{n}")
-            wr = Signal.like(self.w_row, name=f"wrow{n}")
-            wv = Signal(name=f"wvalid{n}")
-            m.d.comb += [wd.eq(self.w_data[n]), wr.eq(self.w_row), wv.eq(self.w_valid)]
-            wd, wr, wv = (_delay(m, s, n, f"wcol{n}_{tag}", reset_less=tag != "valid")
-                          for s, tag in ((wd, "data"), (wr, "row"), (wv, "valid")))
+            wd, wr, wv = skewed_weight_write(m, self, n)
             wf = [Signal(signed(8), name=f"w{k}_{n}") for k in range(rows)]   # reset: W is zero at start
             for k in range(rows):
                 with m.If(wv & (wr == k)):
