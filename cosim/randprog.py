@@ -183,7 +183,17 @@ class _Gen:
         q = {}
         if mn == "vquant":
             q = dict(qreg=_R_Q, shift=self.r(0, 40), zp=self.r(-128, 127), relu=bool(self.rng.random() < 0.5))
-        self.b.emit(mn, deps=deps, dst=dst, src=f, rows=n, **q)
+        if mn != "vquant" or self.rng.random() < 0.6:
+            self.b.emit(mn, deps=deps, dst=dst, src=f, rows=n, **q)
+            return dst, n
+        # A second vector op right behind the VQUANT that reads what it wrote (the bubble of vector_stages: 2):
+        # the same rows shifted by one (each row reads the one just written), or the last row again.
+        self.b.emit(mn, deps=pops, dst=dst, src=f, rows=n, **q)
+        if n > 1 and self.rng.random() < 0.5:
+            self.b.emit("vquant", deps=pushes, dst=dst + 1, src=dst, rows=n - 1, **q)
+        else:
+            mn2 = str(self.rng.choice(_VECTOR))
+            self.b.emit(mn2, deps=pushes, dst=dst + n - 1, src=dst + n - 1, rows=1, **(q if mn2 == "vquant" else {}))
         return dst, n
 
     def store(self, deps, acc_first, acc_n, loaded, in_loop):

@@ -34,17 +34,28 @@ ahead of it (one is being written this cycle, one was written in the cycle of th
 those two rows are forwarded from the write stage, so the memory's read-during-write
 behaviour does not matter, and no hazard ever stalls.
 
+``vector_stages: 2`` (for FPGA clock rates) splits X into X1 (forwarding, every op but
+VQUANT, and VQUANT's 32x32 product, all registered) and X2 (VQUANT's rounding shift and
+saturation), so W is ``s + L + 3``. Three rows are forwarded (the slot in X2, the one in W,
+the one written a cycle before). A VQUANT result is not ready for the slot right behind it,
+so the front end holds a slot for one cycle (a *bubble*) when the slot issued in the cycle
+before is a working VQUANT slot and this slot reads the row it writes
+(:func:`vquant_bubbles`): the timing depends on the rows a program names, never on data.
+
 Timing (all fixed; a function of the command sequence only)
 -------------------------------------------------------------
 Slots of a command: ``S = R`` for PRELOAD (whatever its ``rows`` field), ``S = max(rows, 1)``
 for MATMUL and the vector instructions (``rows = 0``: one empty slot, nothing touched).
 
-- ``cmd_ready`` is high when the front end is idle or issuing the last slot of its command.
+- ``cmd_ready`` is high when the front end is idle or issuing the last slot of its command
+  (not when that slot waits in a bubble).
 - A command accepted in cycle ``A`` issues its slots in cycles ``A+1 .. A+S``; ``cmd_ready``
   is high again in cycle ``A+S`` (so with ``cmd_valid`` held high the next command is
   accepted in ``A+S`` and the slot stream has no gap).
 - ``done`` is high in cycle ``A + S + L + 2`` (the write cycle of the last slot):
-  ``A + S + R + C + 1`` weight-stationary, ``A + S + R + C + 2`` output-stationary.
+  ``A + S + R + C + 1`` weight-stationary, ``A + S + R + C + 2`` output-stationary;
+  one cycle later with ``vector_stages: 2``, where the bubbles of :func:`vquant_bubbles`
+  also add to ``S``.
 - ``busy`` is high from cycle ``A+1`` through the cycle of the last outstanding ``done``.
 
 Consequences: back-to-back commands cost ``S`` cycles each; a PRELOAD + MATMUL(n) pair costs
@@ -67,7 +78,7 @@ from .array_os import OutputStationaryArray
 from .interfaces import ROW_ADDR_BITS, ComputeCmd, engine_signature, read_port_signature, write_port_signature
 from .vector import VectorUnit
 
-__all__ = ["ComputeEngine", "compute_timing", "array_latency"]
+__all__ = ["ComputeEngine", "compute_timing", "vquant_bubbles", "array_latency"]
 
 _ARRAYS = {"weight_stationary": SystolicArray, "output_stationary": OutputStationaryArray}
 
@@ -92,7 +103,7 @@ _WRITING_OPS = (Opcode.MATMUL,) + _VECTOR_OPS
 
 
 def compute_timing(config: HwConfig, op: Opcode, rows: int) -> tuple[int, int]:
-    """The documented timing of one command, from its acceptance cycle ``A``.
+    """The documented timing of one command without bubbles, from its acceptance cycle ``A``.
 
     Parameters
     ----------
@@ -105,10 +116,47 @@ def compute_timing(config: HwConfig, op: Opcode, rows: int) -> tuple[int, int]:
     Returns
     -------
     (slots, done) : tuple of int
-        ``cmd_ready`` is high again at ``A + slots``; ``done`` is high at ``A + done``.
+        ``cmd_ready`` is high again at ``A + slots``; ``done`` is high at ``A + done``. Bubbles
+        (:func:`vquant_bubbles`) add to both.
     """
     slots = config.rows if op == Opcode.PRELOAD else max(rows, 1)
-    return slots, slots + array_latency(config) + 2
+    return slots, slots + array_latency(config) + 1 + config.vector_stages
+
+
+def vquant_bubbles(config: HwConfig, op: Opcode, rows: int, src: int, dst: int, accumulate: bool,
+                   quant_row: int | None) -> tuple[int, int | None]:
+    """The bubbles the front end puts into one command's slots (``vector_stages: 2`` only).
+
+    A slot is held one cycle when the slot issued in the cycle before it is a working VQUANT
+    slot and it reads the row that slot writes.
+
+    Parameters
+    ----------
+    config : HwConfig
+    op, rows, src, dst, accumulate
+        The command's fields (absolute, checked addresses).
+    quant_row : int or None
+        The row written by the slot issued in the cycle before this command's first slot, if
+        that is a working VQUANT slot (the previous command's last slot, accepted back to back).
+
+    Returns
+    -------
+    (bubbles, last_quant_row) : tuple
+        Cycles added to the command's slots; the row its last slot writes if that is a
+        VQUANT slot (else None).
+    """
+    if config.vector_stages == 1 or op == Opcode.PRELOAD or rows == 0:
+        return 0, None
+    reads = set()
+    if op in (Opcode.VADD, Opcode.VMAX) or (op == Opcode.MATMUL and accumulate):
+        reads.add(dst)
+    if op in _VECTOR_OPS:
+        reads.add(src)
+    bubbles = int(quant_row in reads)
+    if op != Opcode.VQUANT:
+        return bubbles, None
+    # Slot i reads src + i and slot i - 1 wrote dst + i - 1.
+    return bubbles + (rows - 1) * (src + 1 == dst), dst + rows - 1
 
 
 def array_latency(config: HwConfig) -> int:
@@ -165,6 +213,7 @@ class ComputeEngine(wiring.Component):
     def __init__(self, config: HwConfig):
         self.config = config
         self.rows, self.cols = config.rows, config.cols
+        self.stages = config.vector_stages
         # Slot s reaches back-end stage R after this many cycles (scratchpad read + array latency - 1).
         self.r_delay = array_latency(config)
         members = dict(engine_signature(ComputeCmd).members)
@@ -181,16 +230,19 @@ class ComputeEngine(wiring.Component):
         rows, cols = self.rows, self.cols
         m.submodules.array = array = _ARRAYS[self.config.dataflow](rows, cols)
         assert array.LATENCY == self.r_delay
-        m.submodules.vector = vec = VectorUnit(cols)
+        m.submodules.vector = vec = VectorUnit(cols, latency=self.stages - 1)
 
-        # ---- front end: one slot per cycle ---------------------------------------------
+        # ---- front end: one slot per cycle (a bubble before a slot that needs a VQUANT row) --------
         cur = Signal(ComputeCmd)
         left = Signal(17)               # slots still to issue for `cur`
         idx = Signal(16)                # row index of the next slot
+        pending = Signal()              # a slot is due this cycle
+        bubble = Signal()               # ... but it reads the row the VQUANT slot of the last cycle writes
         issuing = Signal()
         m.d.comb += [
-            issuing.eq(left != 0),
-            self.cmd_ready.eq(left <= 1),
+            pending.eq(left != 0),
+            issuing.eq(pending & ~bubble),
+            self.cmd_ready.eq((left == 0) | ((left == 1) & ~bubble)),
         ]
         cmd = self.cmd
         n_slots = Mux(cmd.op == Opcode.PRELOAD, rows, Mux(cmd.rows == 0, 1, cmd.rows))
@@ -215,6 +267,16 @@ class ComputeEngine(wiring.Component):
             self.spad.addr.eq(slot.src),
             self.spad.en.eq(issuing & slot.work & (is_preload | (cur.op == Opcode.MATMUL))),
         ]
+        if self.stages == 2:
+            # The requantiser's result is ready one stage later than the others: the slot right behind
+            # a VQUANT slot must not read the row it writes (see vquant_bubbles).
+            quant_row = Signal(ROW_ADDR_BITS)
+            quant_last = Signal()       # the slot issued in the last cycle is a working VQUANT slot
+            m.d.sync += [quant_last.eq(issuing & slot.work & (slot.op == Opcode.VQUANT)), quant_row.eq(slot.dst)]
+            reads_a = _in(slot.op, (Opcode.VADD, Opcode.VMAX)) | ((slot.op == Opcode.MATMUL) & slot.accumulate)
+            reads_b = _in(slot.op, _VECTOR_OPS)
+            m.d.comb += bubble.eq(pending & slot.work & quant_last
+                                  & ((reads_a & (slot.dst == quant_row)) | (reads_b & (slot.src == quant_row))))
 
         # ---- scratchpad data (cycle s + 1) into the array --------------------------------
         s1_pre = Signal()
@@ -252,21 +314,32 @@ class ComputeEngine(wiring.Component):
         x = Signal(_Slot)
         m.d.sync += x.eq(r)
 
-        # ---- X: forwarding, vector unit ----------------------------------------------------
+        # ---- X (X1, X2 with two stages): forwarding, vector unit ---------------------------
         row = data.ArrayLayout(signed(32), cols)
         w = Signal(_Slot)
         w_en = Signal()
         w_data = Signal(row)
-        prev_en = Signal()              # the write of the cycle before (the slot two ahead)
+        prev_en = Signal()              # the write of the cycle before
         prev_addr = Signal(ROW_ADDR_BITS)
         prev_data = Signal(row)
         m.d.sync += [prev_en.eq(w_en), prev_addr.eq(w.dst), prev_data.eq(w_data)]
+        # Rows written by the slots ahead whose write the read may have missed, youngest first.
+        sources = [(w_en, w.dst, w_data), (prev_en, prev_addr, prev_data)]
+        back = x                        # the slot whose result vec.result holds
+        if self.stages == 2:
+            back = Signal(_Slot, name="x2")
+            m.d.sync += back.eq(x)
+            # The slot one ahead, in X2: its result is final unless it is a VQUANT (the front end's bubble
+            # keeps a slot from needing that one).
+            sources.insert(0, (back.valid & back.work & _in(back.op, _WRITING_OPS) & (back.op != Opcode.VQUANT),
+                               back.dst, vec.alu))
 
         def forwarded(port, addr, name):
-            # The youngest write wins: the one in flight this cycle, then last cycle's.
             fwd = Signal(row, name=name)
-            m.d.comb += fwd.eq(Mux(w_en & (w.dst == addr), w_data,
-                                   Mux(prev_en & (prev_addr == addr), prev_data, port.data)))
+            value = port.data
+            for en, dst, data_ in reversed(sources):
+                value = Mux(en & (dst == addr), data_, value)
+            m.d.comb += fwd.eq(value)
             return fwd
 
         m.d.comb += [
@@ -278,8 +351,8 @@ class ComputeEngine(wiring.Component):
             vec.mult.eq(x.mult), vec.shift.eq(x.shift), vec.zp.eq(x.zp), vec.relu.eq(x.relu),
         ]
         m.d.sync += [
-            w.eq(x),
-            w_en.eq(x.valid & x.work & _in(x.op, _WRITING_OPS)),
+            w.eq(back),
+            w_en.eq(back.valid & back.work & _in(back.op, _WRITING_OPS)),
             w_data.eq(vec.result),
         ]
 

@@ -16,7 +16,8 @@ never stalls and accepts new inputs (with new parameters) every cycle; the
 parameters travel with the data, so they may change from one cycle to the next.
 
 - ``latency=2``: register after the 64-bit product, register after round/shift/clamp.
-- ``latency=1``: one register at the output.
+- ``latency=1``: register after the 64-bit product; round/shift/clamp is combinational
+  after it (the vector unit's two-stage form, ``vector_stages: 2``).
 - ``latency=0``: combinational (``result`` follows the inputs in the same cycle).
 
 Arithmetic (per lane)::
@@ -120,8 +121,8 @@ class Requant(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Stage 1: products (registered when latency == 2), with the parameters travelling alongside.
-        stage1 = "sync" if self.LATENCY == 2 else "comb"
+        # Stage 1: products (registered when latency >= 1), with the parameters travelling alongside.
+        stage1 = "comb" if self.LATENCY == 0 else "sync"
         prods = [Signal(signed(64), name=f"prod{i}") for i in range(self.lanes)]
         shift = Signal(unsigned(6))
         zp = Signal(signed(8))
@@ -130,8 +131,8 @@ class Requant(wiring.Component):
         m.d[stage1] += [p.eq(self.data[i] * self.mult) for i, p in enumerate(prods)]
         m.d[stage1] += [shift.eq(self.shift), zp.eq(self.zp), relu.eq(self.relu), valid1.eq(self.valid)]
 
-        # Stage 2: round, shift, ReLU, zero point, saturate (registered when latency >= 1).
-        stage2 = "comb" if self.LATENCY == 0 else "sync"
+        # Stage 2: round, shift, ReLU, zero point, saturate (registered when latency == 2).
+        stage2 = "sync" if self.LATENCY == 2 else "comb"
         for i, p in enumerate(prods):
             m.d[stage2] += self.result[i].eq(_round_clamp(m, i, p, shift, zp, relu))
         m.d[stage2] += self.result_valid.eq(valid1)

@@ -64,8 +64,11 @@ def _name(v):
         return "must be a non-empty name of letters, digits, '-', '_' or '.'"
 
 
-def _f(check, doc, default=dataclasses.MISSING):
-    return field(default=default, metadata={"check": check, "doc": doc})
+def _f(check, doc, default=dataclasses.MISSING, *, added=False):
+    """A field; ``added`` marks one introduced after the first release: at its default it is left
+    out of :attr:`HwConfig.hash`, so every earlier config keeps its hash (and its builds, images
+    and recorded runs stay valid)."""
+    return field(default=default, metadata={"check": check, "doc": doc, "added": added})
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,11 @@ class HwConfig:
     token_depth: int = _f(_int_range(1, 255), "capacity of each dependency-token channel", 8)
     imem_words: int = _f(_pow2(16, 65536), "instruction memory size in 128-bit words", 4096)
     clock_mhz: float = _f(_positive_number, "clock frequency used for power figures", 200)
+    vector_stages: int = _f(_int_range(1, 2), "pipeline stages of the vector unit: 1 computes every op, "
+                            "the requantiser included, in one cycle; 2 registers the requantiser's product "
+                            "(one more cycle per compute command, and a one-cycle bubble before a slot that "
+                            "reads the row the VQUANT slot just before it writes): for FPGA clock rates",
+                            1, added=True)
 
     def __post_init__(self):
         for f in fields(self):
@@ -164,8 +172,12 @@ class HwConfig:
 
     @cached_property
     def hash(self) -> str:
-        """Stable 16-hex-digit hash of every field (the name included), keying builds and caches."""
-        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable 16-hex-digit hash of every field (the name included), keying builds and caches.
+
+        A field added after the first release counts only when it differs from its default."""
+        identity = {f.name: getattr(self, f.name) for f in fields(self)
+                    if not (f.metadata["added"] and getattr(self, f.name) == f.default)}
+        canon = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
     def replace(self, **changes) -> "HwConfig":
@@ -192,8 +204,11 @@ def render_config_doc() -> str:
     for name in HwConfig().derived():
         doc = (getattr(HwConfig, name).__doc__ or "").strip().split("\n")[0]
         lines.append(f"- `{name}`" + (f": {doc}" if doc else ""))
+    added = ", ".join(f"`{f.name}`" for f in fields(HwConfig) if f.metadata["added"])
     lines += ["", "`HwConfig.hash` is the first 16 hex digits of the SHA-256 of the canonical JSON of every "
-              "field; it keys RTL builds and caches, and program images carry it.", ""]
+              f"field (those added after the first release, {added}, only when not at their default, so "
+              "earlier configs keep their hashes); it keys RTL builds and caches, and program images carry it.",
+              ""]
     return "\n".join(lines)
 
 

@@ -11,7 +11,16 @@ from ..kernels import KERNELS
 from ..kernels.gemm import Quant
 from ..kernels.matmul import MatmulTiling, default_tiling
 
-__all__ = ["kernel_cases", "build_case"]
+__all__ = ["kernel_cases", "build_case", "case_config"]
+
+
+def case_config(name: str):
+    """The design points the model is checked on: a preset (``4x4``, ``8x8``, ``16x16``), or one
+    with ``-v2`` (``4x4-v2``): the same with ``vector_stages: 2``, whose bubbles depend on rows."""
+    from ...config import load_config
+    if name.endswith("-v2"):
+        return load_config(name[:-3]).replace(name=name, vector_stages=2)
+    return load_config(name)
 
 
 def kernel_cases(config, quick: bool = False) -> list[tuple[str, str, dict, dict]]:

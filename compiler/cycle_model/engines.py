@@ -1,8 +1,8 @@
 """Handing a command to an engine in the cycle model: its timing, its counters, its effect.
 
 The compute engine is fully described by two numbers per command (hw/compute.py
-``compute_timing``): ``cmd_ready`` again ``S`` cycles after acceptance and ``done`` after
-``S + L + 2``. The DMA engines get their items (:mod:`.dma`). Every accepted command also
+``compute_timing`` and ``vquant_bubbles``): ``cmd_ready`` again ``S`` cycles after acceptance
+and ``done`` after ``S + L + 1 + vector_stages``, ``S`` counting the command's bubbles. The DMA engines get their items (:mod:`.dma`). Every accepted command also
 adds its accesses to the activity counts (SRAM row reads and writes per memory, array and
 vector work) that an energy estimate multiplies by per-access energies, and, when the run
 computes results, is executed with the reference simulator's per-instruction code.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ...hw.compute import compute_timing
+from ...hw.compute import compute_timing, vquant_bubbles
 from ...isa.spec import BY_OPCODE, Opcode
 from .dma import dma_items
 
@@ -29,14 +29,16 @@ VECTOR_ROWS = {Opcode.VADD: "vadd_rows", Opcode.VMAX: "vmax_rows", Opcode.VRELU:
 
 
 class ComputeTiming:
-    """The compute engine's timing: ``cmd_ready`` from ``ready_at``, ``done`` cycles queued."""
+    """The compute engine's timing: ``cmd_ready`` from ``ready_at`` (the cycle the last slot
+    issues), ``done`` cycles queued, and the row that last slot writes if it is a VQUANT slot."""
 
-    __slots__ = ("ready_at", "dones", "config")
+    __slots__ = ("ready_at", "dones", "config", "quant_row")
 
     def __init__(self, config):
         self.ready_at = 0
         self.dones = deque()
         self.config = config
+        self.quant_row = None
 
 
 class EngineMixin:
@@ -47,9 +49,13 @@ class EngineMixin:
         """Engine ``u`` accepts ``cmd`` in cycle ``t``: timing, byte and access counters, functional effect."""
         cfg, act, op, rows = self.cfg, self.activity, cmd.op, cmd.rows
         if u == 1:
+            comp = self.comp
             slots, done = compute_timing(cfg, op, rows)
-            self.comp.ready_at = t + slots
-            self.comp.dones.append(t + done)
+            # The last command's last slot issued in cycle t (accepted back to back) is the one before ours.
+            bubbles, comp.quant_row = vquant_bubbles(cfg, op, rows, cmd.src, cmd.dst, cmd.accumulate,
+                                                     comp.quant_row if t == comp.ready_at else None)
+            comp.ready_at = t + slots + bubbles
+            comp.dones.append(t + done + bubbles)
             # Memory enables of hw/compute.py: one scratchpad row per preload / matmul slot,
             # accumulator reads (a: dst for vadd, vmax and accumulating matmuls; b: src for
             # vector ops) and one write per matmul / vector row.

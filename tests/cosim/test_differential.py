@@ -1,5 +1,6 @@
 """Random programs on the RTL and on the reference simulator: identical DRAM, error codes and indices.
 
+``4x4-v2``/``8x8-v2`` are the presets with ``vector_stages: 2`` (forwarding and bubbles).
 CI size: 200 short programs per preset (a quarter of them illegal, every illegal case
 included), all in one simulator process per preset. ``--runslow`` adds 2000 per preset.
 """
@@ -9,7 +10,7 @@ import collections
 import numpy as np
 import pytest
 
-from npuforge.config import load_config
+from npuforge.compiler.cycle_model.cases import case_config
 from npuforge.cosim.randprog import random_programs
 from npuforge.cosim.runner import run_rtl
 from npuforge.isa import refsim
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.rtl
 
 def differential(preset: str, count: int, seed: int, size: str = "short") -> collections.Counter:
     """Run ``count`` random programs on both; returns counts per kind; fails on the first mismatches."""
-    cfg = load_config(preset)
+    cfg = case_config(preset)
     progs = list(random_programs(cfg, count, seed=seed, size=size))
     results = run_rtl([(p.words, p.dram) for p in progs], cfg, max_cycles=2_000_000, quiet=True)
     failures, counts = [], collections.Counter()
@@ -48,14 +49,14 @@ def differential(preset: str, count: int, seed: int, size: str = "short") -> col
     return counts
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2"])
 def test_random_programs_match_reference(preset):
     counts = differential(preset, 200, seed=0)
     assert counts["legal"] == 150 and len(counts) > 10
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
 def test_many_random_programs_match_reference(preset):
     differential(preset, 2000, seed=100_000)
     differential(preset, 200, seed=500_000, size="long")

@@ -11,7 +11,7 @@ from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from npuforge.config import HwConfig, load_config
-from npuforge.hw.compute import ComputeEngine, compute_timing
+from npuforge.hw.compute import ComputeEngine, compute_timing, vquant_bubbles
 from npuforge.hw.interfaces import ComputeCmd
 from npuforge.isa.semantics import requant, wrap32
 from npuforge.isa.spec import Opcode
@@ -115,16 +115,22 @@ def run_engine(config, cmds, spad, acc, *, transparent=False, gaps=None, seed=0)
 
 
 def check_timing(config, cmds, trace):
-    """The module docstring's formulas: acceptance, done and busy cycles."""
+    """The module docstring's formulas: acceptance, done and busy cycles; returns the bubbles."""
     prev_ready = 0
+    quant_row = None
     busy = set()
+    total = 0
     for c, offer, acc_t, done_t in zip(cmds, trace["offer"], trace["accept"], trace["done"]):
         slots, done = compute_timing(config, c["op"], c["rows"])
         assert acc_t == max(offer, prev_ready), c
-        assert done_t == acc_t + done, c
-        prev_ready = acc_t + slots
+        bubbles, quant_row = vquant_bubbles(config, c["op"], c["rows"], c["src"], c["dst"], c["accumulate"],
+                                            quant_row if acc_t == prev_ready else None)
+        assert done_t == acc_t + done + bubbles, c
+        prev_ready = acc_t + slots + bubbles
+        total += bubbles
         busy.update(range(acc_t + 1, done_t + 1))
     assert [t for t, b in enumerate(trace["busy"]) if b] == sorted(busy)
+    return total
 
 
 def random_program(config, rng, n, window=24):
@@ -155,12 +161,15 @@ CONFIGS = {
     "4x4os": load_config("4x4").replace(name="4x4os", dataflow="output_stationary"),
     "2x4os": HwConfig(name="2x4os", rows=2, cols=4, dataflow="output_stationary"),
     "4x2os": HwConfig(name="4x2os", rows=4, cols=2, dataflow="output_stationary"),
+    "4x4v2": load_config("4x4").replace(name="4x4v2", vector_stages=2),
+    "2x4osv2": HwConfig(name="2x4osv2", rows=2, cols=4, dataflow="output_stationary", vector_stages=2),
 }
 
 
 @pytest.mark.parametrize("name, transparent, gapped", [
     ("4x4", False, False), ("4x4", True, True), ("2x4", False, True), ("4x2", True, False),
-    ("4x4os", True, False), ("2x4os", False, True), ("4x2os", False, False)])
+    ("4x4os", True, False), ("2x4os", False, True), ("4x2os", False, False), ("4x4v2", False, False),
+    ("4x4v2", True, True), ("2x4osv2", False, False)])
 def test_random_commands_match_isa(name, transparent, gapped):
     config = CONFIGS[name]
     rng = np.random.default_rng(sum(map(ord, name)) + 2 * transparent + gapped)
@@ -174,7 +183,7 @@ def test_random_commands_match_isa(name, transparent, gapped):
     check_timing(config, cmds, trace)
 
 
-@pytest.mark.parametrize("name", ["4x4", "4x4os"])
+@pytest.mark.parametrize("name", ["4x4", "4x4os", "4x4v2"])
 def test_dependent_chain_back_to_back(name):
     # Each command reads rows the one before it is still writing: the forwarding paths, at distance 1 and 2.
     config = CONFIGS[name]
@@ -198,6 +207,31 @@ def test_dependent_chain_back_to_back(name):
         got, trace = run_engine(config, cmds, spad, acc, transparent=transparent)
         np.testing.assert_array_equal(got, isa_model(config, cmds, spad, acc))
         check_timing(config, cmds, trace)
+
+
+def test_two_stage_vector_bubbles():
+    # vector_stages: 2: a slot that reads the row the VQUANT slot just before it writes waits one cycle;
+    # every other order runs without a gap. Results stay those of the ISA.
+    config = CONFIGS["4x4v2"]
+    rng = np.random.default_rng(5)
+    spad, acc = _state(config, rng)
+    q = dict(mult=2**30, shift=31, zp=3, relu=0)
+    cmds = [
+        _cmd(Opcode.VQUANT, src=4, dst=5, rows=4, **q),    # each slot reads the row the slot before wrote: 3
+        _cmd(Opcode.VADD, src=8, dst=9, rows=2),           # reads row 8 = the last VQUANT row: 1
+        _cmd(Opcode.VQUANT, src=9, dst=9, rows=3, **q),    # in place: 0
+        _cmd(Opcode.MATMUL, src=0, dst=11, rows=2, accumulate=1),   # accumulates into row 11: 1
+        _cmd(Opcode.VQUANT, src=12, dst=14, rows=1, **q),  # 0
+        _cmd(Opcode.MATMUL, src=0, dst=14, rows=1),        # writes row 14 but does not read it: 0
+        _cmd(Opcode.VQUANT, src=2, dst=3, rows=0, **q),    # rows 0: no slot work: 0
+        _cmd(Opcode.VRELU, src=3, dst=2, rows=1),          # 0
+    ]
+    for transparent in (False, True):
+        got, trace = run_engine(config, cmds, spad, acc, transparent=transparent)
+        np.testing.assert_array_equal(got, isa_model(config, cmds, spad, acc))
+        assert check_timing(config, cmds, trace) == 5
+        assert np.diff(trace["accept"]).tolist() == [4 + 3, 2 + 1, 3, 2 + 1, 1, 1, 1]
+    assert compute_timing(config, Opcode.VADD, 2) == (2, 2 + 7 + 3)    # one stage more than vector_stages: 1
 
 
 @pytest.mark.parametrize("name, extra", [("4x4", 0), ("4x4os", 1)])

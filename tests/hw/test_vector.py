@@ -1,6 +1,7 @@
 """VectorUnit against numpy (ISA semantics of MATMUL's accumulate, VADD, VMAX, VRELU, VQUANT)."""
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from npuforge.hw.vector import VectorUnit
@@ -23,7 +24,9 @@ def _model(op, a, b, mm, accumulate, mult, shift, zp, relu):
     return requant(b.astype(np.int32), mult, shift, zp, bool(relu)).astype(np.int32)
 
 
-def test_vector_unit_matches_numpy():
+@pytest.mark.parametrize("latency", [0, 1])
+def test_vector_unit_matches_numpy(latency):
+    # latency 1: the result of each case one cycle later, and `alu` with it for every op but VQUANT.
     lanes = 4
     rng = np.random.default_rng(11)
     cases = []
@@ -39,11 +42,22 @@ def test_vector_unit_matches_numpy():
                       int(rng.integers(-2**31, 2**31)) if big else int(rng.integers(2**29, 2**31)),
                       int(rng.integers(0, 64)) if big else int(rng.integers(28, 40)),
                       int(rng.integers(-128, 128)), int(rng.integers(0, 2))))
-    dut = VectorUnit(lanes)
+    dut = VectorUnit(lanes, latency=latency)
     mismatches = []
 
     async def tb(ctx):
-        for case in cases:
+        def check(case, ports):
+            got = [ctx.get(ports[i]) for i in range(lanes)]
+            want = _model(*case).tolist()
+            if got != want:
+                mismatches.append((case, got, want))
+
+        for j, case in enumerate(cases + [cases[0]] * latency):
+            if latency and j:
+                await ctx.tick()
+                check(cases[j - 1], dut.result)
+                if cases[j - 1][0] != Opcode.VQUANT:
+                    check(cases[j - 1], dut.alu)
             op, a, b, mm, acc, mult, shift, zp, relu = case
             ctx.set(dut.op, op)
             for i in range(lanes):
@@ -53,13 +67,13 @@ def test_vector_unit_matches_numpy():
             for sig, v in ((dut.accumulate, acc), (dut.mult, mult), (dut.shift, shift), (dut.zp, zp),
                            (dut.relu, relu)):
                 ctx.set(sig, v)
-            got = [ctx.get(dut.result[i]) for i in range(lanes)]
-            want = _model(*case).tolist()
-            if got != want:
-                mismatches.append((case, got, want))
-            await ctx.delay(1e-6)
+            if not latency:
+                await ctx.delay(1e-6)
+                check(case, dut.result)
 
     sim = Simulator(dut)
+    if latency:
+        sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
     assert not mismatches, mismatches[:3]

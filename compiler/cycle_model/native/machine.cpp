@@ -36,7 +36,7 @@ enum CClass { C_PRELOAD = 0, C_MATMUL = 1, C_VEC1 = 2, C_VEC2 = 3 };
 // Scalar opcodes, passed in the config (their ISA values).
 enum ConfigIdx {
     G_ROWS, G_COLS, G_DQ, G_DT, G_BEAT, G_DRAM_LATENCY, G_IMEM, G_SPAD_ROWS, G_ACC_ROWS,
-    G_SPAD_ROW_BYTES, G_DRAM_BYTES, G_REQUANT_LATENCY, G_COMPUTE_TAIL,
+    G_SPAD_ROW_BYTES, G_DRAM_BYTES, G_REQUANT_LATENCY, G_COMPUTE_TAIL, G_VECTOR_STAGES,
     G_OP_NOP, G_OP_HALT, G_OP_FENCE, G_OP_SETI, G_OP_ADDI, G_OP_DBNZ,
     G_MAX_CYCLES, G_LOG,
     CONFIG_LEN
@@ -197,6 +197,7 @@ public:
     Store store;
     i64 comp_ready_at = 0;
     std::deque<i64> comp_dones;
+    i64 comp_quant_row = -1;        // the row the last slot writes when it is a VQUANT slot, else -1
     Unit units[3];
     i64 tokens[4] = {0, 0, 0, 0};
     i64 regs[NUM_REGS] = {0};
@@ -263,6 +264,20 @@ public:
 
     static i64 row_beats(i64 addr, i64 nbytes, i64 beat) { return (addr % beat + nbytes - 1) / beat + 1; }
 
+    // ---- hw/compute.py: vquant_bubbles (sets comp_quant_row) ----
+    i64 vquant_bubbles(const Cmd& cmd, const i64* r, i64 rows, i64 quant_row) {
+        i64 cc = r[K_CCLASS];
+        bool vquant = cc == C_VEC1 && r[K_VEC_ACT] == A_VQUANT_ROWS;
+        comp_quant_row = -1;
+        if (g[G_VECTOR_STAGES] == 1 || cc == C_PRELOAD || rows == 0) return 0;
+        bool reads_a = cc == C_VEC2 || (cc == C_MATMUL && r[K_ACCUM]);
+        bool reads_b = cc == C_VEC1 || cc == C_VEC2;
+        i64 bubbles = quant_row >= 0 && ((reads_a && cmd.dst == quant_row) || (reads_b && cmd.src == quant_row));
+        if (!vquant) return bubbles;
+        comp_quant_row = cmd.dst + rows - 1;
+        return bubbles + (cmd.src + 1 == cmd.dst ? rows - 1 : 0);     // slot i reads src+i, slot i-1 wrote dst+i-1
+    }
+
     // ---- engines.py: accept ----
     void accept(int u, const Cmd& cmd, i64 t) {
         const i64* r = row(cmd.pc);
@@ -270,6 +285,7 @@ public:
         if (u == 1) {
             i64 cc = r[K_CCLASS];
             i64 slots = cc == C_PRELOAD ? g[G_ROWS] : std::max<i64>(rows, 1);
+            slots += vquant_bubbles(cmd, r, rows, t == comp_ready_at ? comp_quant_row : -1);
             comp_ready_at = t + slots;
             comp_dones.push_back(t + slots + g[G_COMPUTE_TAIL]);     // done - slots of compute_timing
             if (cc == C_PRELOAD) {

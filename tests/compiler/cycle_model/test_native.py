@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from npuforge.compiler.cycle_model import native, simulate
-from npuforge.compiler.cycle_model.cases import build_case, kernel_cases
+from npuforge.compiler.cycle_model.cases import build_case, case_config, kernel_cases
 from npuforge.config import load_config
 from npuforge.cosim.randprog import random_programs
 
@@ -29,9 +29,9 @@ def _same(cfg, label, words, dram=None):
     return problems
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
 def test_native_equals_python_on_random_programs(preset):
-    cfg = load_config(preset)
+    cfg = case_config(preset)
     problems = []
     for p in random_programs(cfg, 150, seed=7000, illegal_fraction=0.4):
         problems += _same(cfg, f"seed {p.seed} ({p.kind})", p.words, p.dram)
@@ -40,9 +40,9 @@ def test_native_equals_python_on_random_programs(preset):
     assert not problems, "\n".join(problems[:5]) + f"\n({len(problems)} differences)"
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
 def test_native_equals_python_on_every_kernel_case(preset):
-    cfg = load_config(preset)
+    cfg = case_config(preset)
     problems = []
     for name, kind, shape, opts in kernel_cases(cfg):
         c = build_case(cfg, kind, shape, opts)
@@ -51,9 +51,9 @@ def test_native_equals_python_on_every_kernel_case(preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
 def test_native_equals_python_at_full_count(preset):
-    cfg = load_config(preset)
+    cfg = case_config(preset)
     problems = []
     for p in random_programs(cfg, 3000, seed=90_000, illegal_fraction=0.3):
         problems += _same(cfg, f"seed {p.seed} ({p.kind})", p.words)

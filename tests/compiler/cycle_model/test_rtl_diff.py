@@ -8,8 +8,7 @@ kernel. ``--runslow``: 1,000 random programs, long ones, and every kernel at sev
 import pytest
 
 from npuforge.compiler.cycle_model import native, simulate
-from npuforge.compiler.cycle_model.cases import build_case, kernel_cases
-from npuforge.config import load_config
+from npuforge.compiler.cycle_model.cases import build_case, case_config, kernel_cases
 from npuforge.cosim.randprog import random_programs
 
 pytestmark = pytest.mark.rtl
@@ -43,18 +42,18 @@ def _jobs(cfg, count, seed, size="short", kernels="quick"):
     return jobs
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2"])
 def test_model_matches_rtl(preset):
-    cfg = load_config(preset)
+    cfg = case_config(preset)
     jobs = _jobs(cfg, 50, seed=3000)
     problems = _compare(cfg, jobs)
     assert not problems, "\n".join(problems[:10]) + f"\n({len(problems)} of {len(jobs)} runs differ)"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
 def test_model_matches_rtl_at_full_count(preset):
-    cfg = load_config(preset)
+    cfg = case_config(preset)
     jobs = _jobs(cfg, 1000, seed=20_000, kernels="all") + _jobs(cfg, 60, seed=50_000, size="long", kernels=None)
     problems = _compare(cfg, jobs)
     assert not problems, "\n".join(problems[:10]) + f"\n({len(problems)} of {len(jobs)} runs differ)"
