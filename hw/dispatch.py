@@ -27,9 +27,19 @@ Timing
   decode in the first cycle they all are (1 cycle if already idle).
 - ``halt`` stops dispatch in the cycle it is decoded.
 - An error is reported in the cycle its instruction is in decode.
+
+FPGA implementation
+-------------------
+On a platform that asks for FPGA memories (``npuforge_memory = "fpga"``, the board SoCs) the
+DRAM range check of a DMA instruction does not multiply in the decode cycle: its room,
+``dram_bytes - ((rows-1)*stride + len*elem_bytes)``, depends on the word alone, so it is
+computed when the word is written into the instruction memory and kept beside it in a
+second memory (*predecode*) read with the word. Decode then compares the resolved DRAM
+address with the room. The behaviour and the timing are the same as the plain form's,
+which the simulation presets use (and where the extra memory would cost an ASIC area).
 """
 
-from amaranth.hdl import Array, C, Cat, Module, Mux, Signal
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -38,6 +48,7 @@ from ..isa.encoding import DEP_FLAGS, _codec
 from ..isa.spec import (BY_OPCODE, LEGAL_DEPS, NUM_REGS, WORD_BITS, ErrorCode, Instr, Opcode,
                         Queue)
 from .interfaces import PC_BITS, ComputeCmd, DmaCmd
+from .soc.multiport import on_fpga
 
 __all__ = ["Dispatcher", "DepFlags", "queue_entry_layout", "dma_element_bytes", "mem_is_spad",
            "DMA_ENTRY", "COMPUTE_ENTRY"]
@@ -208,8 +219,19 @@ class Dispatcher(wiring.Component):
         target = sc.imm
         m.d.comb += dbnz_bad.eq(dbnz_taken & ((target < 0) | (target >= cfg.imem_words)))
 
-        span = Signal(41)      # (rows-1) * stride: the DRAM offset of the last row
-        m.d.comb += span.eq((dma.rows - 1) * dma.stride)
+        # DRAM range of a DMA instruction: its last byte, dram + (rows-1)*stride + len*elem_bytes, past
+        # the DRAM <=> dram > room (see _dram_room), computed in decode or kept from the write (predecode).
+        room = Signal(signed(_ROOM_BITS))
+        if on_fpga(platform):
+            m.submodules.predecode = pre = Memory(shape=signed(_ROOM_BITS), depth=cfg.imem_words, init=[])
+            pre_wp = pre.write_port()
+            pre_rp = pre.read_port(transparent_for=())
+            written = Signal(Instr)
+            m.d.comb += [written.eq(self.imem_data), pre_wp.en.eq(self.imem_we), pre_wp.addr.eq(self.imem_addr),
+                         pre_wp.data.eq(self._dram_room(m, written, "written")), pre_rp.addr.eq(rp.addr),
+                         room.eq(pre_rp.data)]
+        else:
+            m.d.comb += room.eq(self._dram_room(m, word, "decoded"))
         with m.Switch(opv):
             for op in Opcode:
                 spec = BY_OPCODE[op]
@@ -221,10 +243,8 @@ class Dispatcher(wiring.Component):
                         (path, spad, _), = _mem_operands(op)
                         limit = cfg.spad_rows if spad else cfg.acc_rows
                         max_len = cfg.spad_row_bytes if spad else cfg.cols
-                        eb = dma_element_bytes(op)
-                        end = dma_dram + span + dma.len * eb
                         problems = [rows_out(dma_mem, dma.rows, limit), dma.len > max_len,
-                                    (dma.len != 0) & (end > cfg.dram_bytes)]
+                                    (dma.len != 0) & (dma_dram > room)]
                         m.d.comb += addr_bad.eq((dma.rows != 0) & _any_of(problems))
                     else:
                         ops = _mem_operands(op)
@@ -261,9 +281,9 @@ class Dispatcher(wiring.Component):
         active = running & ~self.stop
         advance = Signal()
         next_pc = Signal.like(pc)
-        m.d.comb += next_pc.eq(pc + 1)
         err_code = Signal(ErrorCode)
         is_op = {op: opv == op.value for op in Opcode}
+        m.d.comb += next_pc.eq(Mux(is_op[Opcode.DBNZ] & dbnz_taken, target, pc + 1))
 
         with m.If(active):
             with m.If(pc >= cfg.imem_words):
@@ -284,8 +304,6 @@ class Dispatcher(wiring.Component):
                         with m.If(is_op[Opcode.DBNZ]):
                             with m.If(sc.rd != 0):
                                 m.d.sync += regs[sc.rd].eq(rd_val)
-                            with m.If(dbnz_taken):
-                                m.d.comb += next_pc.eq(target)
                         with m.If(is_op[Opcode.HALT]):
                             m.d.comb += self.halting.eq(1)
                             m.d.sync += [running.eq(0), halted.eq(1)]
@@ -307,13 +325,39 @@ class Dispatcher(wiring.Component):
         m.d.comb += self.stuck_pc.eq(pc)
         with m.If(advance):
             m.d.sync += pc.eq(next_pc)
-        m.d.comb += rp.addr.eq(Mux(advance, next_pc, pc))
+        # The next word is fetched as if the checks pass: an error stops dispatch and the word is never
+        # used, and the fetch address (into a block RAM) does not wait for the checks.
+        leaves = Signal()           # the instruction in decode leaves it this cycle unless it has an error
+        with m.Switch(queue):
+            with m.Case(Queue.SCALAR):
+                m.d.comb += leaves.eq(~is_op[Opcode.HALT] & (~is_op[Opcode.FENCE] | self.all_idle))
+            for q, ready in ((Queue.LOAD, self.load_ready), (Queue.COMPUTE, self.compute_ready),
+                             (Queue.STORE, self.store_ready)):
+                with m.Case(q):
+                    m.d.comb += leaves.eq(ready)
+        m.d.comb += rp.addr.eq(Mux(active & leaves, next_pc, pc))
 
         with m.If(self.start):
             m.d.comb += rp.addr.eq(0)
             m.d.sync += [pc.eq(0), running.eq(1), halted.eq(0)]
             m.d.sync += [r.eq(0) for r in regs]
         return m
+
+
+    def _dram_room(self, m, word, name):
+        """``dram_bytes - ((rows-1)*stride + len*elem_bytes)`` of a DMA word (0 for other words)."""
+        span = Signal(41, name=f"{name}_span")      # (rows-1) * stride: the DRAM offset of the last row
+        room = Signal(signed(_ROOM_BITS), name=f"{name}_room")
+        m.d.comb += span.eq((word.dma.rows - 1) * word.dma.stride)
+        with m.Switch(word.hdr.op.as_value()):
+            for op in Opcode:
+                if BY_OPCODE[op].fmt == "dma" and BY_OPCODE[op].queue != Queue.SCALAR:
+                    with m.Case(op.value):
+                        m.d.comb += room.eq(self.config.dram_bytes - span - word.dma.len * dma_element_bytes(op))
+        return room
+
+
+_ROOM_BITS = 44     # dram_bytes (< 2**29) less a 41-bit span and len * 4
 
 
 def _any_of(bits):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .boards import Board
 from .fit import usage_from_stat
+from .multiport import FpgaStandIn
 
 __all__ = ["block_breakdown", "render_breakdown"]
 
@@ -24,10 +25,6 @@ __all__ = ["block_breakdown", "render_breakdown"]
 def hash_text(text: str) -> str:
     import hashlib
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class _FpgaPlatform:
-    npuforge_memory = "fpga"
 
 
 def _blocks(config, board: Board, dram_bytes: int):
@@ -110,14 +107,14 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict) 
     for i, (name, count, make) in enumerate(_blocks(config, board, dram_bytes)):
         comp = make()
         if isinstance(comp, _Pair):
-            text = verilog.convert(comp.top, name=f"blk{i}", ports=comp.ports, platform=_FpgaPlatform(),
+            text = verilog.convert(comp.top, name=f"blk{i}", ports=comp.ports, platform=FpgaStandIn(),
                                    emit_src=False)
         elif not hasattr(comp, "signature"):        # a FIFO: an Elaboratable with named ports
             ports = [getattr(comp, n) for n in ("w_data", "w_en", "w_rdy", "w_level", "r_data", "r_en", "r_rdy",
                                                  "r_level")]
-            text = verilog.convert(comp, name=f"blk{i}", ports=ports, platform=_FpgaPlatform(), emit_src=False)
+            text = verilog.convert(comp, name=f"blk{i}", ports=ports, platform=FpgaStandIn(), emit_src=False)
         else:
-            text = verilog.convert(comp, name=f"blk{i}", platform=_FpgaPlatform(), emit_src=False)
+            text = verilog.convert(comp, name=f"blk{i}", platform=FpgaStandIn(), emit_src=False)
         vfile, stat = work / f"blk{i}.v", work / f"blk{i}.stat.json"
         script = f"read_verilog blk{i}.v; {synth} -top blk{i}; tee -q -o blk{i}.stat.json stat -json"
         key = text + script

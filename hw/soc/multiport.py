@@ -30,9 +30,34 @@ from dataclasses import dataclass
 from amaranth.hdl import Elaboratable, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
-__all__ = ["ReplicatedMemory", "memory_factory", "FPGA_MEMORY"]
+__all__ = ["ReplicatedMemory", "memory_factory", "on_fpga", "FpgaStandIn", "OnFpga", "FPGA_MEMORY"]
 
 FPGA_MEMORY = "fpga"
+
+
+class FpgaStandIn:
+    """Stands in for a board platform (simulation, conversion, breakdowns): asks for the FPGA
+    implementation (these memories, the dispatcher's predecode)."""
+    npuforge_memory = FPGA_MEMORY
+
+
+class OnFpga(Elaboratable):
+    """Elaborates ``inner`` as a board platform would (for simulation of the FPGA implementation)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Fragment
+        return Fragment.get(self.inner, FpgaStandIn())
+
+
+def on_fpga(platform) -> bool:
+    """Whether ``platform`` asks for the FPGA implementation (its ``npuforge_memory``, checked)."""
+    choice = getattr(platform, "npuforge_memory", None)
+    if choice not in (None, "native", FPGA_MEMORY):
+        raise ValueError(f"platform.npuforge_memory must be 'native' or '{FPGA_MEMORY}', not {choice!r}")
+    return choice == FPGA_MEMORY
 
 
 @dataclass
@@ -140,9 +165,4 @@ def memory_factory(platform):
     type
         :class:`amaranth.lib.memory.Memory` or :class:`ReplicatedMemory`.
     """
-    choice = getattr(platform, "npuforge_memory", None)
-    if choice in (None, "native"):
-        return Memory
-    if choice == FPGA_MEMORY:
-        return ReplicatedMemory
-    raise ValueError(f"platform.npuforge_memory must be 'native' or '{FPGA_MEMORY}', not {choice!r}")
+    return ReplicatedMemory if on_fpga(platform) else Memory

@@ -6,6 +6,7 @@ from amaranth.sim import Simulator
 
 from npuforge.config import load_config
 from npuforge.hw.dispatch import Dispatcher, dma_element_bytes
+from npuforge.hw.soc.multiport import OnFpga
 from npuforge.hw.tokens import channel_index
 from npuforge.isa.encoding import Instruction, encode, field_slice
 from npuforge.isa.refsim import SimError, _Sim
@@ -108,8 +109,10 @@ def reference_dispatch(words, cfg):
     return out, err
 
 
-def rtl_dispatch(words, cfg, seed, max_cycles=2000):
-    """Run the Dispatcher with random queue back-pressure; (entries per queue, error or None, cycles)."""
+def rtl_dispatch(words, cfg, seed, max_cycles=2000, fpga=False):
+    """Run the Dispatcher with random queue back-pressure; (entries per queue, error or None, cycles).
+
+    ``fpga``: elaborated as for a board (the DRAM range check's room predecoded at the write)."""
     dut = Dispatcher(cfg)
     rng = np.random.default_rng(seed)
     got = [[], [], []]
@@ -146,7 +149,7 @@ def rtl_dispatch(words, cfg, seed, max_cycles=2000):
             await ctx.tick()
         raise AssertionError("dispatcher neither halted nor stopped")
 
-    sim = Simulator(dut)
+    sim = Simulator(OnFpga(dut) if fpga else dut)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
@@ -175,9 +178,9 @@ def check_entry(entry, cmd, cfg):
     assert pops == set(cmd.pops) and pushes == set(cmd.pushes)
 
 
-def compare(words, cfg, seed):
+def compare(words, cfg, seed, fpga=False):
     ref, ref_err = reference_dispatch(words, cfg)
-    got, err, cycles = rtl_dispatch(words, cfg, seed)
+    got, err, cycles = rtl_dispatch(words, cfg, seed, fpga=fpga)
     assert err == ref_err
     for u in range(3):
         assert len(got[u]) == len(ref[u]), (u, len(got[u]), len(ref[u]))
@@ -243,6 +246,14 @@ def test_random_programs_with_errors(seed):
     compare(random_program(rng, CFG, 30, p_bad=0.08), CFG, seed)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_fpga_predecode_matches_reference(seed):
+    # The board form: the same entries, errors and cycles as the reference and as the plain form.
+    rng = np.random.default_rng(300 + seed)
+    words = random_program(rng, CFG, 40, p_bad=0.1)
+    assert compare(words, CFG, seed, fpga=True) == compare(words, CFG, seed)
+
+
 @pytest.mark.parametrize("case,code,pc", [
     ("zero", ErrorCode.ILLEGAL_INSTR, 1),
     ("fall_off", ErrorCode.PC_RANGE, 64),
@@ -272,3 +283,4 @@ def test_error_cases(case, code, pc):
     ref, ref_err = reference_dispatch(words, CFG)
     assert ref_err == (code, pc)
     compare(words, CFG, 1)
+    compare(words, CFG, 1, fpga=True)

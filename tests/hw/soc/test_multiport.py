@@ -3,27 +3,12 @@ core's Scratchpad and Accumulator elaborated for an FPGA platform."""
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Fragment
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from npuforge.config import HwConfig
 from npuforge.hw.memories import Accumulator, Scratchpad
-from npuforge.hw.soc.multiport import ReplicatedMemory, memory_factory
-
-
-class _FpgaPlatform:
-    npuforge_memory = "fpga"
-
-
-class _OnFpga(Elaboratable):
-    """Elaborates ``inner`` as a board platform would (FPGA memories)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def elaborate(self, platform):
-        return Fragment.get(self.inner, _FpgaPlatform())
+from npuforge.hw.soc.multiport import FpgaStandIn, OnFpga, ReplicatedMemory, memory_factory
 
 
 def _traffic(top, wports, rports, rows, bits, cycles, seed, pool=None):
@@ -92,19 +77,19 @@ def _cfg(**kw):
 def test_scratchpad_on_fpga_platform_matches_model():
     cfg = _cfg()
     sp = Scratchpad(cfg)
-    _traffic(_OnFpga(sp), [sp.wr], [sp.rd_compute, sp.rd_store], cfg.spad_rows, sp.data_bits, 300, seed=5)
+    _traffic(OnFpga(sp), [sp.wr], [sp.rd_compute, sp.rd_store], cfg.spad_rows, sp.data_bits, 300, seed=5)
 
 
 def test_accumulator_on_fpga_platform_matches_model():
     cfg = _cfg()
     acc = Accumulator(cfg)
-    _traffic(_OnFpga(acc), [acc.wr_load, acc.wr_compute], [acc.rd_a, acc.rd_b, acc.rd_store], cfg.acc_rows,
+    _traffic(OnFpga(acc), [acc.wr_load, acc.wr_compute], [acc.rd_a, acc.rd_b, acc.rd_store], cfg.acc_rows,
              acc.data_bits, 300, seed=6, pool=[0, 1, 2])
 
 
 def test_memory_factory_choice():
     assert memory_factory(None) is Memory
-    assert memory_factory(_FpgaPlatform()) is ReplicatedMemory
+    assert memory_factory(FpgaStandIn()) is ReplicatedMemory
     bad = type("P", (), {"npuforge_memory": "sram"})()
     with pytest.raises(ValueError, match="npuforge_memory must be 'native' or 'fpga', not 'sram'"):
         memory_factory(bad)
