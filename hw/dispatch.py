@@ -343,7 +343,6 @@ class Dispatcher(wiring.Component):
             m.d.sync += [r.eq(0) for r in regs]
         return m
 
-
     def _dram_room(self, m, word, name):
         """``dram_bytes - ((rows-1)*stride + len*elem_bytes)`` of a DMA word (0 for other words)."""
         span = Signal(41, name=f"{name}_span")      # (rows-1) * stride: the DRAM offset of the last row
