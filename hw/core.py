@@ -211,12 +211,13 @@ class NpuCore(wiring.Component):
         c = self.counters
         counting = running
 
-        def count(field, inc):
+        def count(field, when, amount=1):
+            # `when` enables the register (it is the late signal), the sum starts from registers only.
             reg = getattr(c, field)
             with m.If(start):
                 m.d.sync += reg.eq(0)
-            with m.Elif(counting):
-                m.d.sync += reg.eq(reg + inc)
+            with m.Elif(counting & when):
+                m.d.sync += reg.eq(reg + amount)
 
         count("cycles", 1)
         count("instructions", disp.dispatched)
@@ -237,6 +238,6 @@ class NpuCore(wiring.Component):
                     with m.If(cmd.op == op):
                         m.d.comb += four.eq(1)
             product = cmd.rows * cmd.len
-            m.d.comb += nbytes.eq(Mux(s.accepted, Mux(four, product << 2, product), 0))
-            count(field, nbytes)
+            m.d.comb += nbytes.eq(Mux(four, product << 2, product))
+            count(field, s.accepted, nbytes)
         return m
