@@ -51,7 +51,7 @@ from .interfaces import PC_BITS, ComputeCmd, DmaCmd
 from .soc.multiport import on_fpga
 
 __all__ = ["Dispatcher", "DepFlags", "queue_entry_layout", "dma_element_bytes", "mem_is_spad",
-           "DMA_ENTRY", "COMPUTE_ENTRY"]
+           "DMA_ENTRY", "COMPUTE_ENTRY", "PREDECODE_BITS"]
 
 
 DepFlags = data.StructLayout({name: 1 for name in DEP_FLAGS})
@@ -221,9 +221,9 @@ class Dispatcher(wiring.Component):
 
         # DRAM range of a DMA instruction: its last byte, dram + (rows-1)*stride + len*elem_bytes, past
         # the DRAM <=> dram > room (see _dram_room), computed in decode or kept from the write (predecode).
-        room = Signal(signed(_ROOM_BITS))
+        room = Signal(signed(PREDECODE_BITS))
         if on_fpga(platform):
-            m.submodules.predecode = pre = Memory(shape=signed(_ROOM_BITS), depth=cfg.imem_words, init=[])
+            m.submodules.predecode = pre = Memory(shape=signed(PREDECODE_BITS), depth=cfg.imem_words, init=[])
             pre_wp = pre.write_port()
             pre_rp = pre.read_port(transparent_for=())
             written = Signal(Instr)
@@ -346,7 +346,7 @@ class Dispatcher(wiring.Component):
     def _dram_room(self, m, word, name):
         """``dram_bytes - ((rows-1)*stride + len*elem_bytes)`` of a DMA word (0 for other words)."""
         span = Signal(41, name=f"{name}_span")      # (rows-1) * stride: the DRAM offset of the last row
-        room = Signal(signed(_ROOM_BITS), name=f"{name}_room")
+        room = Signal(signed(PREDECODE_BITS), name=f"{name}_room")
         m.d.comb += span.eq((word.dma.rows - 1) * word.dma.stride)
         with m.Switch(word.hdr.op.as_value()):
             for op in Opcode:
@@ -356,7 +356,7 @@ class Dispatcher(wiring.Component):
         return room
 
 
-_ROOM_BITS = 44     # dram_bytes (< 2**29) less a 41-bit span and len * 4
+PREDECODE_BITS = 44     # the room: dram_bytes (< 2**29) less a 41-bit span and len * 4
 
 
 def _any_of(bits):

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
+from ..dispatch import PREDECODE_BITS
+
 __all__ = ["MemoryUse", "memory_plan", "usage_from_stat", "fit_problems", "BRAM_SHAPES"]
 
 # (width, depth) aspect ratios of one block RAM, per family.
@@ -90,6 +92,7 @@ def memory_plan(config, family: str, dram_bytes: int, *, spram: bool = False,
         add("accumulator", 32 * config.cols, config.acc_rows, 6, "2W3R")
         out.append(MemoryUse("accumulator live-value table", 1, config.acc_rows, 1, "2W3R", "FF", config.acc_rows))
         add("instruction memory", 128, config.imem_words, 1, "1W1R")
+        add("instruction predecode", PREDECODE_BITS, config.imem_words, 1, "1W1R")
     beat = config.dram_bytes_per_cycle
     add("on-chip DRAM", 8 * beat, dram_bytes // beat, 1, "1RW", allow_spram=spram)
     if with_core and config.dram_latency > 4:
