@@ -61,3 +61,25 @@ def test_reserved_mask_bits_are_illegal():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="kind"):
         random_program(load_config("4x4"), 0, "no_such_case")
+
+
+def test_legal_programs_provoke_the_vquant_bubble(monkeypatch):
+    # vector_stages: 2 holds a slot that reads the row the VQUANT slot just before it writes: the random
+    # programs must reach that case (in a command and across two), or the RTL diff tests cannot time it.
+    from npuforge.compiler.cycle_model import engines, simulate
+    from npuforge.hw.compute import vquant_bubbles
+    cfg = load_config("4x4").replace(vector_stages=2)
+    inside = across = 0
+
+    def counting(config, op, rows, src, dst, accumulate, quant_row):
+        nonlocal inside, across
+        bubbles, last = vquant_bubbles(config, op, rows, src, dst, accumulate, quant_row)
+        first = int(quant_row is not None and bubbles > (rows - 1) * (op == Opcode.VQUANT and src + 1 == dst))
+        across += first
+        inside += bubbles - first
+        return bubbles, last
+
+    monkeypatch.setattr(engines, "vquant_bubbles", counting)
+    for p in random_programs(cfg, 100, seed=0, illegal_fraction=0):
+        simulate(p.words, cfg, engine="python")
+    assert inside > 5 and across > 5, (inside, across)
