@@ -2,10 +2,11 @@
 
 The compute engine is fully described by two numbers per command (hw/compute.py
 ``compute_timing`` and ``vquant_bubbles``): ``cmd_ready`` again ``S`` cycles after acceptance
-and ``done`` after ``S + L + 1 + vector_stages``, ``S`` counting the command's bubbles. The DMA engines get their items (:mod:`.dma`). Every accepted command also
-adds its accesses to the activity counts (SRAM row reads and writes per memory, array and
-vector work) that an energy estimate multiplies by per-access energies, and, when the run
-computes results, is executed with the reference simulator's per-instruction code.
+and ``done`` after ``S + L + 1 + vector_stages``, ``S`` counting the command's bubbles. The
+DMA engines get their items (:mod:`.dma`). Every accepted command also adds its accesses to
+the activity counts (SRAM row reads and writes per memory, array and vector work) that an
+energy estimate multiplies by per-access energies, and, when the run computes results, is
+executed with the reference simulator's per-instruction code.
 """
 
 from __future__ import annotations
