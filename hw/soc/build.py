@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .boards import BoardTop, get_board, make_platform
 from .fit import fit_problems, memory_plan, plan_usage, usage_from_stat
-from .report import render_markdown
+from .report import critical_path, render_markdown
 
 __all__ = ["build_bitstream", "BuildResult", "FitError", "FlowError", "default_out_dir", "tool_env"]
 
@@ -253,6 +253,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         report["fmax_by_clock"] = {k: {"achieved_mhz": round(v["achieved"], 2),
                                        "constraint_mhz": round(v["constraint"], 2)}
                                    for k, v in fmax.items()}
+    report["critical_path"] = critical_path(pnr)
     report["placed"] = {k: {"used": v["used"], "available": v["available"]}
                         for k, v in pnr.get("utilization", {}).items() if v.get("used")}
     bit = out / board.bitstream

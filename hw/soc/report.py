@@ -2,7 +2,52 @@
 
 from __future__ import annotations
 
-__all__ = ["render_markdown"]
+__all__ = ["render_markdown", "critical_path"]
+
+
+def _block(cell: str) -> str | None:
+    """The design block a placed cell belongs to: its first three hierarchy levels
+    (``soc.core.dispatcher``), without the suffixes Yosys and nextpnr add to cell names."""
+    if cell.startswith("$"):
+        return None
+    parts = cell.split(".")[:3]
+    parts[-1] = parts[-1].split("_TRELLIS")[0].split("_LUT4")[0].split("_CCU2C")[0].split("$")[0]
+    return ".".join(parts)
+
+
+def critical_path(pnr: dict) -> dict | None:
+    """The longest clock-to-clock path of nextpnr's ``--report`` JSON, summarised.
+
+    Parameters
+    ----------
+    pnr : dict
+        The parsed ``top.report.json``.
+
+    Returns
+    -------
+    dict or None
+        ``total_ns``, ``logic_ns`` (cell delays, clock-to-out and setup included), ``routing_ns``,
+        ``start`` and ``end`` (cell names) and ``blocks`` (the design blocks it passes through,
+        in order); None when the report has no clock-to-clock path.
+    """
+    best = None
+    for p in pnr.get("critical_paths", []):
+        if "<async>" in (p.get("from", ""), p.get("to", "")) or not p.get("path"):
+            continue
+        total = sum(e["delay"] for e in p["path"])
+        if best is None or total > best[0]:
+            best = (total, p["path"])
+    if best is None:
+        return None
+    total, path = best
+    routing = sum(e["delay"] for e in path if e["type"] == "routing")
+    blocks = []
+    for e in path:
+        block = _block(e["from"]["cell"])
+        if block and (not blocks or blocks[-1] != block):
+            blocks.append(block)
+    return {"total_ns": round(total, 2), "logic_ns": round(total - routing, 2), "routing_ns": round(routing, 2),
+            "start": path[0]["from"]["cell"], "end": path[-1]["to"]["cell"], "blocks": blocks}
 
 
 def _pct(used, available) -> str:
@@ -53,6 +98,11 @@ def render_markdown(report: dict) -> str:
         for name, v in r["fmax_by_clock"].items():
             lines.append(f"| {name} | {v['achieved_mhz']} | {v['constraint_mhz']} |")
         lines.append("")
+    cp = r.get("critical_path")
+    if cp:
+        lines += [f"Critical path: {cp['total_ns']} ns ({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing) "
+                  f"from `{cp['start']}` to `{cp['end']}`, through " + " -> ".join(cp["blocks"])
+                  + " (the whole path is in `top.tim`).", ""]
     if r.get("breakdown"):
         from .breakdown import render_breakdown
         lines += ["## Where the resources go (each block synthesised on its own)", "",

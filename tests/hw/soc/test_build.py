@@ -8,7 +8,7 @@ import pytest
 
 from npuforge.config import load_config
 from npuforge.hw.soc.build import FitError, build_bitstream
-from npuforge.hw.soc.report import render_markdown
+from npuforge.hw.soc.report import critical_path, render_markdown
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -36,6 +36,35 @@ def test_report_markdown_has_fmax_and_resources():
     assert "| LUT | 10 | 100 | 10.0% |" in md
 
 
+def _element(kind, delay, cell):
+    end = {"cell": cell, "loc": [0, 0], "port": "X"}
+    return {"type": kind, "delay": delay, "from": end, "to": end}
+
+
+def test_critical_path_is_summarised_from_the_nextpnr_report():
+    # The longest clock-to-clock path wins; async paths are not the clock's; cell-name suffixes are dropped.
+    slow = [_element("clk-to-q", 5.0, "soc.core.dispatcher.imem.0.0"),
+            _element("routing", 2.0, "soc.core.dispatcher.r13_TRELLIS_FF_Q"),
+            _element("logic", 1.5, "soc.core.dispatcher.r13_LUT4_Z"),
+            _element("routing", 3.0, "$nextpnr_CCU2C_4"),
+            _element("setup", 0.5, "soc.core.compute_queue.storage.0.20$DPRAM_COMB3")]
+    pnr = {"critical_paths": [
+        {"from": "posedge clk", "to": "posedge clk", "path": slow[:2]},
+        {"from": "posedge clk", "to": "posedge clk", "path": slow},
+        {"from": "<async>", "to": "posedge clk", "path": slow * 2}]}
+    cp = critical_path(pnr)
+    assert cp == {"total_ns": 12.0, "logic_ns": 7.0, "routing_ns": 5.0, "start": "soc.core.dispatcher.imem.0.0",
+                  "end": "soc.core.compute_queue.storage.0.20$DPRAM_COMB3",
+                  "blocks": ["soc.core.dispatcher", "soc.core.compute_queue"]}
+    assert critical_path({"critical_paths": []}) is None
+    report = {"board": "ulx3s", "device": "d", "config": "c", "config_hash": "0" * 16, "clock_requested_mhz": 50.0,
+              "baud": 1, "dram_bytes": 1, "fits": True, "timing_met": False, "fmax_mhz": 83.3, "resources": {},
+              "memories": [], "problems": [], "bitstream": None, "critical_path": cp}
+    assert ("Critical path: 12.0 ns (7.0 ns logic, 5.0 ns routing) from `soc.core.dispatcher.imem.0.0` to "
+            "`soc.core.compute_queue.storage.0.20$DPRAM_COMB3`, through soc.core.dispatcher -> "
+            "soc.core.compute_queue") in render_markdown(report)
+
+
 @pytest.mark.fpga
 def test_icebreaker_link_only_bitstream_builds(tmp_path):
     pytest.importorskip("amaranth_boards")
@@ -47,7 +76,10 @@ def test_icebreaker_link_only_bitstream_builds(tmp_path):
     r = json.loads((tmp_path / "report.json").read_text())
     assert r["fits"] and r["timing_met"] and r["fmax_mhz"] > 12
     assert 0 < r["resources"]["LUT"]["used"] < 5280 and r["resources"]["BRAM"]["used"] == 16
-    assert "Fmax" in (tmp_path / "report.md").read_text()
+    cp = r["critical_path"]
+    assert abs(cp["total_ns"] - 1000 / r["fmax_mhz"]) < 0.5
+    assert cp["logic_ns"] + cp["routing_ns"] == pytest.approx(cp["total_ns"], abs=0.02)
+    assert "Fmax" in (tmp_path / "report.md").read_text() and "Critical path:" in (tmp_path / "report.md").read_text()
 
 
 def test_cli_bitstream_and_board_errors(tmp_path, capsys):
