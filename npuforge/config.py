@@ -94,7 +94,7 @@ class HwConfig:
     clock_mhz: float = _f(_positive_number, "clock frequency used for power figures", 200)
     vector_stages: int = _f(_int_range(1, 2), "pipeline stages of the vector unit: 1 computes every op, "
                             "the requantiser included, in one cycle; 2 registers the requantiser's product "
-                            "(one more cycle per compute command, and a one-cycle bubble before a slot that "
+                            "(each compute command's done one cycle later, and a one-cycle bubble before a slot that "
                             "reads the row the VQUANT slot just before it writes): for FPGA clock rates",
                             1, added=True)
 

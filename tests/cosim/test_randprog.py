@@ -74,7 +74,8 @@ def test_legal_programs_provoke_the_vquant_bubble(monkeypatch):
     def counting(config, op, rows, src, dst, accumulate, quant_row):
         nonlocal inside, across
         bubbles, last = vquant_bubbles(config, op, rows, src, dst, accumulate, quant_row)
-        first = int(quant_row is not None and bubbles > (rows - 1) * (op == Opcode.VQUANT and src + 1 == dst))
+        within = (rows - 1) * (op == Opcode.VQUANT and src + 1 == dst) if rows else 0
+        first = int(quant_row is not None and bubbles > within)
         across += first
         inside += bubbles - first
         return bubbles, last

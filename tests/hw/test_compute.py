@@ -225,12 +225,16 @@ def test_two_stage_vector_bubbles():
         _cmd(Opcode.MATMUL, src=0, dst=14, rows=1),        # writes row 14 but does not read it: 0
         _cmd(Opcode.VQUANT, src=2, dst=3, rows=0, **q),    # rows 0: no slot work: 0
         _cmd(Opcode.VRELU, src=3, dst=2, rows=1),          # 0
+        _cmd(Opcode.VQUANT, src=16, dst=16, rows=1, **q),  # 0
+        _cmd(Opcode.VMAX, src=0, dst=16, rows=1),          # reads row 16 through dst: 1
+        _cmd(Opcode.VQUANT, src=17, dst=18, rows=1, **q),  # 0
+        _cmd(Opcode.VQUANT, src=18, dst=19, rows=2, **q),  # reads row 18, then row 19 written just before: 2
     ]
     for transparent in (False, True):
         got, trace = run_engine(config, cmds, spad, acc, transparent=transparent)
         np.testing.assert_array_equal(got, isa_model(config, cmds, spad, acc))
-        assert check_timing(config, cmds, trace) == 5
-        assert np.diff(trace["accept"]).tolist() == [4 + 3, 2 + 1, 3, 2 + 1, 1, 1, 1]
+        assert check_timing(config, cmds, trace) == 8
+        assert np.diff(trace["accept"]).tolist() == [4 + 3, 2 + 1, 3, 2 + 1, 1, 1, 1, 1, 1, 1 + 1, 1]
     assert compute_timing(config, Opcode.VADD, 2) == (2, 2 + 7 + 3)    # one stage more than vector_stages: 1
 
 

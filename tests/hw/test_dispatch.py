@@ -260,6 +260,7 @@ def test_fpga_predecode_matches_reference(seed):
     ("bad_dep", ErrorCode.ILLEGAL_INSTR, 1),
     ("spad_rows", ErrorCode.ADDR_RANGE, 1),
     ("dram_end", ErrorCode.ADDR_RANGE, 1),
+    ("dram_far", ErrorCode.ADDR_RANGE, 1),
     ("preload", ErrorCode.ADDR_RANGE, 1),
 ])
 def test_error_cases(case, code, pc):
@@ -278,6 +279,12 @@ def test_error_cases(case, code, pc):
         words = [encode(Instruction(Opcode.SETI, {"rd": 2, "imm": CFG.dram_bytes - 100})),
                  encode(Instruction(Opcode.LOAD_SP, {"sp": (0, 0), "dram": (2, 0), "rows": 2, "len": 4,
                                                      "stride": 97}))]
+    elif case == "dram_far":
+        # A span far past the DRAM (a negative room in the predecoded form), then the last legal byte.
+        words = [encode(Instruction(Opcode.LOAD_ACC32, {"acc": (0, 0), "dram": (0, CFG.dram_bytes - 4), "rows": 1,
+                                                        "len": 1, "stride": (1 << 24) - 1})),
+                 encode(Instruction(Opcode.LOAD_ACC32, {"acc": (0, 0), "dram": (0, 0), "rows": 3, "len": 1,
+                                                        "stride": (1 << 24) - 1}))]
     else:
         words = [nop, encode(Instruction(Opcode.PRELOAD, {"sp": (0, CFG.spad_rows - CFG.rows + 1)}))]
     ref, ref_err = reference_dispatch(words, CFG)
