@@ -100,6 +100,13 @@ class _Slot(data.Struct):
 
 _VECTOR_OPS = (Opcode.VADD, Opcode.VMAX, Opcode.VRELU, Opcode.VQUANT)
 _WRITING_OPS = (Opcode.MATMUL,) + _VECTOR_OPS
+_DST_READERS = (Opcode.VADD, Opcode.VMAX)       # read acc[dst+i] (and MATMUL when it accumulates)
+
+
+def _reads(slot):
+    """(reads acc[dst+i], reads acc[src+i]) of a slot: the engine's accumulator read enables."""
+    return (_in(slot.op, _DST_READERS) | ((slot.op == Opcode.MATMUL) & slot.accumulate),
+            _in(slot.op, _VECTOR_OPS))
 
 
 def compute_timing(config: HwConfig, op: Opcode, rows: int) -> tuple[int, int]:
@@ -148,7 +155,7 @@ def vquant_bubbles(config: HwConfig, op: Opcode, rows: int, src: int, dst: int, 
     if config.vector_stages == 1 or op == Opcode.PRELOAD or rows == 0:
         return 0, None
     reads = set()
-    if op in (Opcode.VADD, Opcode.VMAX) or (op == Opcode.MATMUL and accumulate):
+    if op in _DST_READERS or (op == Opcode.MATMUL and accumulate):
         reads.add(dst)
     if op in _VECTOR_OPS:
         reads.add(src)
@@ -273,8 +280,7 @@ class ComputeEngine(wiring.Component):
             quant_row = Signal(ROW_ADDR_BITS)
             quant_last = Signal()       # the slot issued in the last cycle is a working VQUANT slot
             m.d.sync += [quant_last.eq(issuing & slot.work & (slot.op == Opcode.VQUANT)), quant_row.eq(slot.dst)]
-            reads_a = _in(slot.op, (Opcode.VADD, Opcode.VMAX)) | ((slot.op == Opcode.MATMUL) & slot.accumulate)
-            reads_b = _in(slot.op, _VECTOR_OPS)
+            reads_a, reads_b = _reads(slot)
             m.d.comb += bubble.eq(pending & slot.work & quant_last
                                   & ((reads_a & (slot.dst == quant_row)) | (reads_b & (slot.src == quant_row))))
 
@@ -304,12 +310,12 @@ class ComputeEngine(wiring.Component):
 
         # ---- R: accumulator reads --------------------------------------------------------
         r_work = r.valid & r.work
+        r_reads_dst, r_reads_src = _reads(r)
         m.d.comb += [
             self.acc_rd_a.addr.eq(r.dst),
-            self.acc_rd_a.en.eq(r_work & (_in(r.op, (Opcode.VADD, Opcode.VMAX))
-                                          | ((r.op == Opcode.MATMUL) & r.accumulate))),
+            self.acc_rd_a.en.eq(r_work & r_reads_dst),
             self.acc_rd_b.addr.eq(r.src),
-            self.acc_rd_b.en.eq(r_work & _in(r.op, _VECTOR_OPS)),
+            self.acc_rd_b.en.eq(r_work & r_reads_src),
         ]
         x = Signal(_Slot)
         m.d.sync += x.eq(r)
