@@ -38,7 +38,22 @@ class Board:
     led_count: int                # board LEDs used for busy, done, error, overrun
     synth_opts: tuple = field(default=())
     pll: bool = False             # derive the core clock from the input clock with a PLL
+    soft_multiply_bits: int = 0   # multiplies with both operands at most this wide go to LUTs, not DSPs
     notes: str = ""
+
+    def yosys_before_synth(self) -> str:
+        """Yosys commands run between reading the design and ``synth_<family>``.
+
+        With ``soft_multiply_bits``, narrow multiplies (the array's int8 x int8) are built as
+        Booth multipliers in LUTs (Yosys ``booth``), which keeps the DSPs for the requantisers'
+        wide products. On the ECP5-85F the 8x8 point otherwise uses 132 of 156 MULT18X18D, and
+        placing the array's cells around the scattered DSP sites stretches its wiring until
+        nextpnr cannot route it.
+        """
+        if not self.soft_multiply_bits:
+            return ""
+        n = self.soft_multiply_bits
+        return f"proc; booth t:$mul r:A_WIDTH<={n} %i r:B_WIDTH<={n} %i"
 
 
 BOARDS: dict[str, Board] = {
@@ -59,7 +74,7 @@ BOARDS: dict[str, Board] = {
         cells={"LUT4": "LUT", "TRELLIS_FF": "FF", "DP16KD": "BRAM", "PDPW16KD": "BRAM", "MULT18X18D": "DSP",
                "TRELLIS_DPR16X4": "LUT"},
         bitstream="top.bit", input_clock_hz=25_000_000, default_config="configs/ulx3s-8x8.yaml",
-        dram_bytes=65536, led_count=4, pll=True,
+        dram_bytes=65536, led_count=4, pll=True, soft_multiply_bits=9,
         notes="BRAM = 18 Kbit DP16KD; DSP = MULT18X18D; a TRELLIS_DPR16X4 (distributed RAM) is counted as LUTs"),
 }
 

@@ -116,7 +116,9 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict) 
         else:
             text = verilog.convert(comp, name=f"blk{i}", platform=FpgaStandIn(), emit_src=False)
         vfile, stat = work / f"blk{i}.v", work / f"blk{i}.stat.json"
-        script = f"read_verilog blk{i}.v; {synth} -top blk{i}; tee -q -o blk{i}.stat.json stat -json"
+        steps = [f"read_verilog blk{i}.v", board.yosys_before_synth(), f"{synth} -top blk{i}",
+                 f"tee -q -o blk{i}.stat.json stat -json"]
+        script = "; ".join(step for step in steps if step)
         key = text + script
         t0 = time.perf_counter()
         if not (stat.is_file() and vfile.is_file() and (work / f"blk{i}.key").is_file()

@@ -211,6 +211,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
     top = BoardTop(board, config, clock_hz=clock_hz, baud=baud, dram_bytes=dram_bytes, with_core=not link_only)
     overrides = {
         "synth_opts": " ".join(board.synth_opts),
+        "script_after_read": board.yosys_before_synth(),
         "script_after_synth": "tee -q -o top.stat.json stat -json",
         "nextpnr_opts": f"--report top.report.json --seed {seed} --timing-allow-fail",
     }
