@@ -39,6 +39,7 @@ class Board:
     synth_opts: tuple = field(default=())
     pll: bool = False             # derive the core clock from the input clock with a PLL
     soft_multiply_bits: int = 0   # multiplies with both operands at most this wide go to LUTs, not DSPs
+    nextpnr_opts: tuple = field(default=())   # extra nextpnr arguments (e.g. the router)
     notes: str = ""
 
     def yosys_before_synth(self) -> str:
@@ -75,6 +76,7 @@ BOARDS: dict[str, Board] = {
                "TRELLIS_DPR16X4": "LUT"},
         bitstream="top.bit", input_clock_hz=25_000_000, default_config="configs/ulx3s-8x8.yaml",
         dram_bytes=65536, led_count=4, pll=True, soft_multiply_bits=9,
+        nextpnr_opts=("--router", "router2"),   # router1 does not converge on the 8x8 point
         notes="BRAM = 18 Kbit DP16KD; DSP = MULT18X18D; a TRELLIS_DPR16X4 (distributed RAM) is counted as LUTs"),
 }
 

@@ -213,7 +213,8 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         "synth_opts": " ".join(board.synth_opts),
         "script_after_read": board.yosys_before_synth(),
         "script_after_synth": "tee -q -o top.stat.json stat -json",
-        "nextpnr_opts": f"--report top.report.json --seed {seed} --timing-allow-fail",
+        "nextpnr_opts": " ".join(["--report top.report.json", f"--seed {seed}", "--timing-allow-fail",
+                                  *board.nextpnr_opts]),
     }
     build_plan = platform.build(top, name="top", build_dir=str(out), do_build=False, **overrides)
     build_plan.extract(str(out))
