@@ -280,7 +280,7 @@ def test_error_cases(case, code, pc):
                  encode(Instruction(Opcode.LOAD_SP, {"sp": (0, 0), "dram": (2, 0), "rows": 2, "len": 4,
                                                      "stride": 97}))]
     elif case == "dram_far":
-        # A span far past the DRAM (a negative room in the predecoded form), then the last legal byte.
+        # The last legal byte, then a span far past the DRAM (a negative room in the predecoded form).
         words = [encode(Instruction(Opcode.LOAD_ACC32, {"acc": (0, 0), "dram": (0, CFG.dram_bytes - 4), "rows": 1,
                                                         "len": 1, "stride": (1 << 24) - 1})),
                  encode(Instruction(Opcode.LOAD_ACC32, {"acc": (0, 0), "dram": (0, 0), "rows": 3, "len": 1,
