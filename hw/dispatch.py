@@ -215,7 +215,7 @@ class Dispatcher(wiring.Component):
         rd_val = Signal(32)
         m.d.comb += rd_val.eq(reg(sc.rd) - 1)
         # dbnz on r0 never branches: the decrement is dropped and r0 still reads 0.
-        m.d.comb += dbnz_taken.eq((sc.rd != 0) & (rd_val != 0))
+        m.d.comb += dbnz_taken.eq((sc.rd != 0) & (reg(sc.rd) != 1))      # rd_val != 0, without the borrow chain
         target = sc.imm
         m.d.comb += dbnz_bad.eq(dbnz_taken & ((target < 0) | (target >= cfg.imem_words)))
 
@@ -285,6 +285,12 @@ class Dispatcher(wiring.Component):
         is_op = {op: opv == op.value for op in Opcode}
         m.d.comb += next_pc.eq(Mux(is_op[Opcode.DBNZ] & dbnz_taken, target, pc + 1))
 
+        # The error checks, in priority order. A scalar op's writes depend only on the checks a scalar
+        # op can fail, and a queue op's push only on a queue op's: the address checks (a register read,
+        # an add and a compare) stay off the scalar registers' enables, which are the widest fan-out.
+        decodes = active & (pc < cfg.imem_words) & ~illegal
+        scalar_ok = decodes & (queue == Queue.SCALAR) & ~(is_op[Opcode.DBNZ] & dbnz_bad)
+        queue_ok = decodes & (queue != Queue.SCALAR) & ~addr_bad
         with m.If(active):
             with m.If(pc >= cfg.imem_words):
                 m.d.comb += err_code.eq(ErrorCode.PC_RANGE)
@@ -294,33 +300,33 @@ class Dispatcher(wiring.Component):
                 m.d.comb += err_code.eq(ErrorCode.PC_RANGE)
             with m.Elif((queue != Queue.SCALAR) & addr_bad):
                 m.d.comb += err_code.eq(ErrorCode.ADDR_RANGE)
-            with m.Else():
-                with m.Switch(queue):
-                    with m.Case(Queue.SCALAR):
-                        with m.If(is_op[Opcode.SETI] & (sc.rd != 0)):
-                            m.d.sync += regs[sc.rd].eq(sc.imm)
-                        with m.If(is_op[Opcode.ADDI] & (sc.rd != 0)):
-                            m.d.sync += regs[sc.rd].eq(reg(sc.rs) + sc.imm)
-                        with m.If(is_op[Opcode.DBNZ]):
-                            with m.If(sc.rd != 0):
-                                m.d.sync += regs[sc.rd].eq(rd_val)
-                        with m.If(is_op[Opcode.HALT]):
-                            m.d.comb += self.halting.eq(1)
-                            m.d.sync += [running.eq(0), halted.eq(1)]
-                        with m.Elif(is_op[Opcode.FENCE]):
-                            m.d.comb += [advance.eq(self.all_idle), self.stuck.eq(~self.all_idle)]
-                        with m.Else():
-                            m.d.comb += advance.eq(1)
-                    for q, valid, ready in ((Queue.LOAD, self.load_valid, self.load_ready),
-                                            (Queue.COMPUTE, self.compute_valid, self.compute_ready),
-                                            (Queue.STORE, self.store_valid, self.store_ready)):
-                        with m.Case(q):
-                            m.d.comb += [valid.eq(1), advance.eq(ready),
-                                         self.stuck.eq(~ready), self.full_stall.eq(~ready)]
-                m.d.comb += self.dispatched.eq(advance | is_op[Opcode.HALT])
             with m.If(err_code != ErrorCode.NONE):
                 m.d.comb += [self.error.eq(1), self.error_code.eq(err_code), self.error_pc.eq(pc)]
                 m.d.sync += running.eq(0)
+        with m.If(scalar_ok):
+            with m.If(is_op[Opcode.SETI] & (sc.rd != 0)):
+                m.d.sync += regs[sc.rd].eq(sc.imm)
+            with m.If(is_op[Opcode.ADDI] & (sc.rd != 0)):
+                m.d.sync += regs[sc.rd].eq(reg(sc.rs) + sc.imm)
+            with m.If(is_op[Opcode.DBNZ]):
+                with m.If(sc.rd != 0):
+                    m.d.sync += regs[sc.rd].eq(rd_val)
+            with m.If(is_op[Opcode.HALT]):
+                m.d.comb += self.halting.eq(1)
+                m.d.sync += [running.eq(0), halted.eq(1)]
+            with m.Elif(is_op[Opcode.FENCE]):
+                m.d.comb += [advance.eq(self.all_idle), self.stuck.eq(~self.all_idle)]
+            with m.Else():
+                m.d.comb += advance.eq(1)
+        with m.If(queue_ok):
+            with m.Switch(queue):
+                for q, valid, ready in ((Queue.LOAD, self.load_valid, self.load_ready),
+                                        (Queue.COMPUTE, self.compute_valid, self.compute_ready),
+                                        (Queue.STORE, self.store_valid, self.store_ready)):
+                    with m.Case(q):
+                        m.d.comb += [valid.eq(1), advance.eq(ready),
+                                     self.stuck.eq(~ready), self.full_stall.eq(~ready)]
+        m.d.comb += self.dispatched.eq(advance | (scalar_ok & is_op[Opcode.HALT]))
 
         m.d.comb += self.stuck_pc.eq(pc)
         with m.If(advance):
