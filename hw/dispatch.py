@@ -206,8 +206,9 @@ class Dispatcher(wiring.Component):
 
         # ---- address checks ----------------------------------------------------------------
         def rows_out(base, count, limit):
-            # [base, base+count) must lie in [0, limit); 33 bits so that the sum cannot wrap.
-            return (base + count) > limit
+            # [base, base+count) must lie in [0, limit): base > limit - count, where limit - count comes
+            # from the word alone (signed: negative when count > limit), so it is ready before base is.
+            return base > (limit - count)
 
         addr_bad = Signal()
         dbnz_taken = Signal()
