@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--or-link-only", action="store_true",
                    help="when the NPU does not fit, build the link-only bring-up SoC instead (exit 0)")
     p.add_argument("--breakdown", action="store_true",
-                   help="when the design does not fit, synthesise each block to show where the resources go")
+                   help="synthesise each block on its own to show where the resources go (and, on the "
+                        "ECP5, place and route it alone: which blocks limit Fmax)")
     p.set_defaults(func=cmd_bitstream)
 
     p = sub.add_parser("board", help="run bundles on an FPGA board through the host link")

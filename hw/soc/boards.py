@@ -40,6 +40,9 @@ class Board:
     pll: bool = False             # derive the core clock from the input clock with a PLL
     soft_multiply_bits: int = 0   # multiplies with both operands at most this wide go to LUTs, not DSPs
     nextpnr_opts: tuple = field(default=())   # extra nextpnr arguments (e.g. the router)
+    # nextpnr arguments that place and route one block alone, its ports left unplaced (out of
+    # context): the per-block Fmax of --breakdown. Empty where the family's nextpnr cannot (iCE40).
+    block_pnr_args: tuple = field(default=())
     notes: str = ""
 
     def yosys_before_synth(self) -> str:
@@ -76,6 +79,7 @@ BOARDS: dict[str, Board] = {
         bitstream="top.bit", input_clock_hz=25_000_000, default_config="configs/ulx3s-8x8.yaml",
         dram_bytes=65536, led_count=4, pll=True, soft_multiply_bits=9,
         nextpnr_opts=("--router", "router2"),   # router1 does not converge on the 8x8 point
+        block_pnr_args=("--85k", "--package", "CABGA381", "--speed", "6", "--out-of-context"),
         notes="BRAM = 18 Kbit DP16KD; DSP = MULT18X18D; a TRELLIS_DPR16X4 (distributed RAM) is counted as LUTs"),
 }
 

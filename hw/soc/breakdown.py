@@ -1,10 +1,15 @@
-"""Where the resources go: each block of the SoC synthesised on its own for a board's family.
+"""Where the resources (and the clock) go: each block of the SoC synthesised on its own.
 
 Yosys's hierarchical (``-noflatten``) ABC9 flow failed under YoWASP 0.70 on this design, so
 each block is converted and synthesised separately (flattened, the same ``synth_<family>``
 options as the build). The sum is close to, not equal to, the whole design: flattening
 optimises across block boundaries. Used by ``npuforge bitstream --breakdown`` to say what a
 design point that does not fit spends its LUTs, flip-flops, block RAM and DSPs on.
+
+On a board whose nextpnr can place a block out of context (the ECP5), each block is also
+placed and routed alone against the requested clock. Its Fmax alone is an upper bound on
+what it reaches inside the SoC (no routing to the rest of the chip): a block below the
+requested clock has to change before the whole design can meet it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from .boards import Board
 from .fit import usage_from_stat
 from .multiport import FpgaStandIn
+from .report import critical_path
 
 __all__ = ["block_breakdown", "render_breakdown"]
 
@@ -80,8 +86,9 @@ class _Pair:
         self.ports = [a.rx, a.data, a.valid, a.error, b.tx, b.data, b.valid, b.ready]
 
 
-def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict) -> list[dict]:
-    """Synthesise every block and return its resources.
+def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, clock_mhz: float | None = None,
+                    only=None) -> list[dict]:
+    """Synthesise every block and return its resources (and, where the board can, its Fmax alone).
 
     Parameters
     ----------
@@ -89,22 +96,31 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict) 
     board : Board
     dram_bytes : int
     work_dir : path
-        Verilog, logs and stat files go here.
+        Verilog, logs, netlists and stat files go here.
     env : dict
         The flow's environment (:func:`npuforge.hw.soc.build.tool_env`).
+    clock_mhz : float, optional
+        With a board that has ``block_pnr_args`` (the ECP5), each block is also placed and
+        routed alone (nextpnr out of context) against this clock: which blocks limit Fmax.
+    only : collection of str, optional
+        The names of the blocks to do (default: all).
 
     Returns
     -------
     list of dict
-        ``{"block", "count", "per_block": {resource: units}, "total": {...}, "synth_s"}``.
+        ``{"block", "count", "per_block": {resource: units}, "total": {...}, "synth_s"}``, with
+        ``fmax_mhz``, ``critical_path`` and ``pnr_s`` when the block was placed and routed.
     """
     from amaranth.back import verilog
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     synth = f"synth_{board.family} {' '.join(board.synth_opts)}"
+    timed = bool(board.block_pnr_args) and clock_mhz is not None
     rows = []
     for i, (name, count, make) in enumerate(_blocks(config, board, dram_bytes)):
+        if only is not None and name not in only:
+            continue
         comp = make()
         if isinstance(comp, _Pair):
             text = verilog.convert(comp.top, name=f"blk{i}", ports=comp.ports, platform=FpgaStandIn(),
@@ -115,34 +131,57 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict) 
             text = verilog.convert(comp, name=f"blk{i}", ports=ports, platform=FpgaStandIn(), emit_src=False)
         else:
             text = verilog.convert(comp, name=f"blk{i}", platform=FpgaStandIn(), emit_src=False)
-        vfile, stat = work / f"blk{i}.v", work / f"blk{i}.stat.json"
+        vfile, stat, netlist, pnr_report = (work / f"blk{i}{ext}" for ext in (".v", ".stat.json", ".json",
+                                                                             ".report.json"))
         steps = [f"read_verilog blk{i}.v", board.yosys_before_synth(), f"{synth} -top blk{i}",
-                 f"tee -q -o blk{i}.stat.json stat -json"]
+                 f"tee -q -o blk{i}.stat.json stat -json", f"write_json blk{i}.json" if timed else ""]
         script = "; ".join(step for step in steps if step)
-        key = text + script
+        pnr_cmd = ([env[f"NEXTPNR_{board.family.upper()}"], *board.block_pnr_args, "--json", netlist.name,
+                    "--freq", f"{clock_mhz:g}", "--seed", "1", "--timing-allow-fail", "--report", pnr_report.name,
+                    "-l", f"blk{i}.pnr.log", "-q"] if timed else [])
+        key, keyfile = hash_text(text + script + " ".join(pnr_cmd[1:])), work / f"blk{i}.key"
+        outputs = [stat, vfile] + ([pnr_report] if timed else [])
         t0 = time.perf_counter()
-        if not (stat.is_file() and vfile.is_file() and (work / f"blk{i}.key").is_file()
-                and (work / f"blk{i}.key").read_text() == str(hash_text(key))):
-            stat.unlink(missing_ok=True)
+        row = {"block": name, "count": count}
+        if not (all(f.is_file() for f in outputs) and keyfile.is_file() and keyfile.read_text() == key):
+            for f in (stat, netlist, pnr_report, keyfile):
+                f.unlink(missing_ok=True)
             vfile.write_text(text)
             cmd = [env["YOSYS"], "-q", "-l", f"blk{i}.log", "-p", script]
             proc = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             if proc.returncode != 0 or not stat.is_file():
                 # Yosys 0.70 trips an internal assertion on some tiny blocks; count them as unknown.
-                rows.append({"block": name, "count": count, "per_block": {}, "total": {}, "synth_s": None,
-                             "failed": f"Yosys failed, log {work / f'blk{i}.log'}"})
+                rows.append(dict(row, per_block={}, total={}, synth_s=None,
+                                 failed=f"Yosys failed, log {work / f'blk{i}.log'}"))
                 continue
-            (work / f"blk{i}.key").write_text(str(hash_text(key)))
+            row["synth_s"] = round(time.perf_counter() - t0, 1)
+            if timed:
+                t1 = time.perf_counter()
+                proc = subprocess.run(pnr_cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                row["pnr_s"] = round(time.perf_counter() - t1, 1)
+                if proc.returncode != 0 or not pnr_report.is_file():
+                    row["pnr_failed"] = f"nextpnr failed, log {work / f'blk{i}.pnr.log'}"
+            netlist.unlink(missing_ok=True)     # large, and not needed once placed
+            if "pnr_failed" not in row:
+                keyfile.write_text(key)
+        row.setdefault("synth_s", round(time.perf_counter() - t0, 1))     # a cached block: about 0
         used, _ = usage_from_stat(json.loads(stat.read_text()), board.cells)
-        rows.append({"block": name, "count": count, "per_block": used,
-                     "total": {k: v * count for k, v in used.items()}, "synth_s": round(time.perf_counter() - t0, 1)})
+        row.update(per_block=used, total={k: v * count for k, v in used.items()})
+        if timed and pnr_report.is_file():
+            pnr = json.loads(pnr_report.read_text())
+            fmax = pnr.get("fmax", {})
+            row["fmax_mhz"] = round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None
+            row["critical_path"] = critical_path(pnr)
+        rows.append(row)
     return rows
 
 
 def render_breakdown(rows: list[dict], capacity: dict) -> str:
     """A Markdown table of :func:`block_breakdown`'s rows with a sum and the device's capacity."""
     res = [r for r in ("LUT", "FF", "BRAM", "DSP") if r in capacity]
-    lines = ["| block | " + " | ".join(res) + " |", "|---|" + "---:|" * len(res)]
+    timed = any("fmax_mhz" in row or "pnr_failed" in row for row in rows)
+    lines = ["| block | " + " | ".join(res) + (" | Fmax alone (MHz) | its critical path |" if timed else " |"),
+             "|---|" + "---:|" * len(res) + ("---:|---|" if timed else "")]
     total = dict.fromkeys(res, 0)
     for row in sorted(rows, key=lambda r: -r["total"].get("LUT", 0)):
         cells = []
@@ -150,10 +189,15 @@ def render_breakdown(rows: list[dict], capacity: dict) -> str:
             v = row["total"].get(r, 0)
             total[r] += v
             cells.append(str(v))
+        if timed:
+            cp = row.get("critical_path")
+            cells += [str(row.get("fmax_mhz", "-")) if "pnr_failed" not in row else "nextpnr failed",
+                      f"{cp['total_ns']} ns, {' -> '.join(cp['blocks']) or cp['start']}" if cp else "-"]
         name = row["block"] + (f" x{row['count']}" if row["count"] > 1 else "")
         if row.get("failed"):
             name += " (not synthesised: Yosys failed)"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| **sum of blocks** | " + " | ".join(f"**{total[r]}**" for r in res) + " |")
-    lines.append("| device | " + " | ".join(str(capacity[r]) for r in res) + " |")
+    tail = " | | |" if timed else " |"
+    lines.append("| **sum of blocks** | " + " | ".join(f"**{total[r]}**" for r in res) + tail)
+    lines.append("| device | " + " | ".join(str(capacity[r]) for r in res) + tail)
     return "\n".join(lines) + "\n"

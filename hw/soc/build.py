@@ -141,8 +141,10 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         Build the link-only bring-up SoC (UART, host link, on-chip DRAM; no NPU core) into
         ``<out_dir>-link``: for boards the core does not fit, to check the flow and the link.
     breakdown : bool
-        When the design does not fit, also synthesise each block on its own and add what each
-        needs to the report (:mod:`npuforge.hw.soc.breakdown`; minutes for a large core).
+        Also synthesise each block on its own and add what each needs to the report
+        (:mod:`npuforge.hw.soc.breakdown`; minutes for a large core). On a board with
+        ``block_pnr_args`` (the ECP5), each block is placed and routed alone as well: its Fmax
+        against the requested clock (about 15 min more for the 8x8 point).
     quiet : bool
 
     Returns
@@ -193,7 +195,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         if breakdown:
             say("the memories do not fit; synthesising each block to show where the rest goes...")
             from .breakdown import block_breakdown
-            rows = block_breakdown(config, board, dram_bytes, out / "breakdown", tool_env())
+            rows = block_breakdown(config, board, dram_bytes, out / "breakdown", tool_env(), clock_hz / 1e6)
             report["breakdown"] = rows
             total = {}
             for row in rows:
@@ -235,6 +237,11 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         raise FitError(f"{config.name} does not fit the {board.device} ({board.name}) after synthesis: "
                        + "; ".join(problems) + f" (report: {out / 'report.md'}); not placed", report)
     report["fits"] = True
+    if breakdown and not link_only:
+        say("synthesising each block on its own" + (", and placing and routing it alone" if board.block_pnr_args
+                                                     else "") + "...")
+        from .breakdown import block_breakdown
+        report["breakdown"] = block_breakdown(config, board, dram_bytes, out / "breakdown", env, clock_hz / 1e6)
 
     say("placing and routing with nextpnr, then packing...")
     env_pnr = dict(env, YOSYS="true")       # synthesis already ran: the script's Yosys step is skipped
