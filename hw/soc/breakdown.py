@@ -1,8 +1,8 @@
 """Where the resources (and the clock) go: each block of the SoC synthesised on its own.
 
 Yosys's hierarchical (``-noflatten``) ABC9 flow failed under YoWASP 0.70 on this design, so
-each block is converted and synthesised separately (flattened, the same ``synth_<family>``
-options as the build). The sum is close to, not equal to, the whole design: flattening
+each block is converted and synthesised separately (flattened, RTLIL as the build gives it,
+the same steps and ``synth_<family>`` options as the build). The sum is close to, not equal to, the whole design: flattening
 optimises across block boundaries. Used by ``npuforge bitstream --breakdown`` to say what a
 design point that does not fit spends its LUTs, flip-flops, block RAM and DSPs on.
 
@@ -111,7 +111,7 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
         ``{"block", "count", "per_block": {resource: units}, "total": {...}, "synth_s"}``, with
         ``fmax_mhz``, ``critical_path`` and ``pnr_s`` when the block was placed and routed.
     """
-    from amaranth.back import verilog
+    from amaranth.back import rtlil
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -123,30 +123,30 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
             continue
         comp = make()
         if isinstance(comp, _Pair):
-            text = verilog.convert(comp.top, name=f"blk{i}", ports=comp.ports, platform=FpgaStandIn(),
-                                   emit_src=False)
+            text = rtlil.convert(comp.top, name=f"blk{i}", ports=comp.ports, platform=FpgaStandIn(),
+                                 emit_src=False)
         elif not hasattr(comp, "signature"):        # a FIFO: an Elaboratable with named ports
             ports = [getattr(comp, n) for n in ("w_data", "w_en", "w_rdy", "w_level", "r_data", "r_en", "r_rdy",
                                                  "r_level")]
-            text = verilog.convert(comp, name=f"blk{i}", ports=ports, platform=FpgaStandIn(), emit_src=False)
+            text = rtlil.convert(comp, name=f"blk{i}", ports=ports, platform=FpgaStandIn(), emit_src=False)
         else:
-            text = verilog.convert(comp, name=f"blk{i}", platform=FpgaStandIn(), emit_src=False)
-        vfile, stat, netlist, pnr_report = (work / f"blk{i}{ext}" for ext in (".v", ".stat.json", ".json",
+            text = rtlil.convert(comp, name=f"blk{i}", platform=FpgaStandIn(), emit_src=False)
+        source, stat, netlist, pnr_report = (work / f"blk{i}{ext}" for ext in (".il", ".stat.json", ".json",
                                                                              ".report.json"))
-        steps = [f"read_verilog blk{i}.v", board.yosys_before_synth(), f"{synth} -top blk{i}",
+        steps = [f"read_rtlil blk{i}.il", board.yosys_before_synth(), f"{synth} -top blk{i}",
                  f"tee -q -o blk{i}.stat.json stat -json", f"write_json blk{i}.json" if timed else ""]
         script = "; ".join(step for step in steps if step)
         pnr_cmd = ([env[f"NEXTPNR_{board.family.upper()}"], *board.block_pnr_args, "--json", netlist.name,
                     "--freq", f"{clock_mhz:g}", "--seed", "1", "--timing-allow-fail", "--report", pnr_report.name,
                     "-l", f"blk{i}.pnr.log", "-q"] if timed else [])
         key, keyfile = hash_text(text + script + " ".join(pnr_cmd[1:])), work / f"blk{i}.key"
-        outputs = [stat, vfile] + ([pnr_report] if timed else [])
+        outputs = [stat, source] + ([pnr_report] if timed else [])
         t0 = time.perf_counter()
         row = {"block": name, "count": count}
         if not (all(f.is_file() for f in outputs) and keyfile.is_file() and keyfile.read_text() == key):
             for f in (stat, netlist, pnr_report, keyfile):
                 f.unlink(missing_ok=True)
-            vfile.write_text(text)
+            source.write_text(text)
             cmd = [env["YOSYS"], "-q", "-l", f"blk{i}.log", "-p", script]
             proc = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             if proc.returncode != 0 or not stat.is_file():
