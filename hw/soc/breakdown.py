@@ -96,7 +96,7 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
     board : Board
     dram_bytes : int
     work_dir : path
-        Verilog, logs, netlists and stat files go here.
+        RTLIL, logs, netlists and stat files go here.
     env : dict
         The flow's environment (:func:`npuforge.hw.soc.build.tool_env`).
     clock_mhz : float, optional
@@ -104,6 +104,11 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
         routed alone (nextpnr out of context) against this clock: which blocks limit Fmax.
     only : collection of str, optional
         The names of the blocks to do (default: all).
+
+    Raises
+    ------
+    ValueError
+        ``only`` names a block the SoC does not have (the message lists the blocks).
 
     Returns
     -------
@@ -113,12 +118,17 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
     """
     from amaranth.back import rtlil
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    blocks = _blocks(config, board, dram_bytes)
+    unknown = set(only or ()) - {name for name, _, _ in blocks}
+    if unknown:
+        raise ValueError(f"no block named {', '.join(map(repr, sorted(unknown)))}; blocks: "
+                         + ", ".join(repr(name) for name, _, _ in blocks))
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     synth = f"synth_{board.family} {' '.join(board.synth_opts)}"
     timed = bool(board.block_pnr_args) and clock_mhz is not None
     rows = []
-    for i, (name, count, make) in enumerate(_blocks(config, board, dram_bytes)):
+    for i, (name, count, make) in enumerate(blocks):
         if only is not None and name not in only:
             continue
         comp = make()
@@ -191,7 +201,7 @@ def render_breakdown(rows: list[dict], capacity: dict) -> str:
             cells.append(str(v))
         if timed:
             cp = row.get("critical_path")
-            cells += [str(row.get("fmax_mhz", "-")) if "pnr_failed" not in row else "nextpnr failed",
+            cells += [str(row.get("fmax_mhz") or "-") if "pnr_failed" not in row else "nextpnr failed",
                       f"{cp['total_ns']} ns, {' -> '.join(cp['blocks']) or cp['start']}" if cp else "-"]
         name = row["block"] + (f" x{row['count']}" if row["count"] > 1 else "")
         if row.get("failed"):

@@ -54,3 +54,12 @@ def test_ice40_blocks_get_resources_only(tmp_path, env):
     assert not board.block_pnr_args
     assert all("fmax_mhz" not in r and r["per_block"]["LUT"] > 0 for r in rows)
     assert "Fmax" not in render_breakdown(rows, board.capacity)
+
+
+def test_unknown_block_name_is_refused(tmp_path, env):
+    from npuforge.hw.soc.breakdown import block_breakdown
+    board = get_board("ulx3s")
+    with pytest.raises(ValueError, match="no block named 'dispatch'; blocks: 'dispatcher', "):
+        block_breakdown(load_config(board.default_config), board, board.dram_bytes, tmp_path / "work", env, 50,
+                        only=("dispatch",))
+    assert not (tmp_path / "work").exists()     # refused before anything was written
