@@ -114,9 +114,10 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
     -------
     list of dict
         ``{"block", "count", "per_block": {resource: units}, "total": {...}, "synth_s"}``, with
-        ``fmax_mhz``, ``critical_path`` and ``pnr_s`` when the block was placed and routed.
+        ``fmax_mhz``, ``critical_path`` and ``pnr_s`` when the block was placed and routed, and
+        ``source`` when it was synthesised from Verilog because Yosys failed on its RTLIL.
     """
-    from amaranth.back import rtlil
+    from amaranth.back import rtlil, verilog
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     blocks = _blocks(config, board, dram_bytes)
     unknown = set(only or ()) - {name for name, _, _ in blocks}
@@ -125,65 +126,91 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
                          + ", ".join(repr(name) for name, _, _ in blocks))
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    synth = f"synth_{board.family} {' '.join(board.synth_opts)}"
-    timed = bool(board.block_pnr_args) and clock_mhz is not None
     rows = []
     for i, (name, count, make) in enumerate(blocks):
         if only is not None and name not in only:
             continue
-        comp = make()
-        if isinstance(comp, _Pair):
-            text = rtlil.convert(comp.top, name=f"blk{i}", ports=comp.ports, platform=FpgaStandIn(),
-                                 emit_src=False)
-        elif not hasattr(comp, "signature"):        # a FIFO: an Elaboratable with named ports
-            ports = [getattr(comp, n) for n in ("w_data", "w_en", "w_rdy", "w_level", "r_data", "r_en", "r_rdy",
-                                                 "r_level")]
-            text = rtlil.convert(comp, name=f"blk{i}", ports=ports, platform=FpgaStandIn(), emit_src=False)
-        else:
-            text = rtlil.convert(comp, name=f"blk{i}", platform=FpgaStandIn(), emit_src=False)
-        source, stat, netlist, pnr_report = (work / f"blk{i}{ext}" for ext in (".il", ".stat.json", ".json",
-                                                                             ".report.json"))
-        steps = [f"read_rtlil blk{i}.il", board.yosys_before_synth(), f"{synth} -top blk{i}",
-                 f"tee -q -o blk{i}.stat.json stat -json", f"write_json blk{i}.json" if timed else ""]
-        script = "; ".join(step for step in steps if step)
-        pnr_cmd = ([env[f"NEXTPNR_{board.family.upper()}"], *board.block_pnr_args, "--json", netlist.name,
-                    "--freq", f"{clock_mhz:g}", "--seed", "1", "--timing-allow-fail", "--report", pnr_report.name,
-                    "-l", f"blk{i}.pnr.log", "-q"] if timed else [])
-        key, keyfile = hash_text(text + script + " ".join(pnr_cmd[1:])), work / f"blk{i}.key"
-        outputs = [stat, source] + ([pnr_report] if timed else [])
-        t0 = time.perf_counter()
-        row = {"block": name, "count": count}
-        if not (all(f.is_file() for f in outputs) and keyfile.is_file() and keyfile.read_text() == key):
-            for f in (stat, netlist, pnr_report, keyfile):
-                f.unlink(missing_ok=True)
-            source.write_text(text)
-            cmd = [env["YOSYS"], "-q", "-l", f"blk{i}.log", "-p", script]
-            proc = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            if proc.returncode != 0 or not stat.is_file():
-                # Yosys 0.70 trips an internal assertion on some tiny blocks; count them as unknown.
-                rows.append(dict(row, per_block={}, total={}, synth_s=None,
-                                 failed=f"Yosys failed, log {work / f'blk{i}.log'}"))
-                continue
-            row["synth_s"] = round(time.perf_counter() - t0, 1)
-            if timed:
-                t1 = time.perf_counter()
-                proc = subprocess.run(pnr_cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-                row["pnr_s"] = round(time.perf_counter() - t1, 1)
-                if proc.returncode != 0 or not pnr_report.is_file():
-                    row["pnr_failed"] = f"nextpnr failed, log {work / f'blk{i}.pnr.log'}"
-            netlist.unlink(missing_ok=True)     # large, and not needed once placed
-            if "pnr_failed" not in row:
-                keyfile.write_text(key)
-        row.setdefault("synth_s", round(time.perf_counter() - t0, 1))     # a cached block: about 0
-        used, _ = usage_from_stat(json.loads(stat.read_text()), board.cells)
-        row.update(per_block=used, total={k: v * count for k, v in used.items()})
-        if timed and pnr_report.is_file():
-            pnr = json.loads(pnr_report.read_text())
-            fmax = pnr.get("fmax", {})
-            row["fmax_mhz"] = round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None
-            row["critical_path"] = critical_path(pnr)
-        rows.append(row)
+        got = _synthesise(work, f"blk{i}", _convert(make(), f"blk{i}", rtlil), "il", board, env, clock_mhz)
+        if "failed" in got:
+            # Yosys 0.70 trips internal assertions (in ABC's reintegration) on some blocks read alone from
+            # RTLIL; from Verilog they pass, but there the int8 products are sign-extended to 16 bits and
+            # the soft-multiply step would miss them, hence RTLIL first.
+            again = _synthesise(work, f"blk{i}v", _convert(make(), f"blk{i}v", verilog), "v", board, env, clock_mhz)
+            if "failed" not in again:
+                got = dict(again, source="Verilog (Yosys failed on the RTLIL)")
+        if "failed" in got:
+            rows.append({"block": name, "count": count, "per_block": {}, "total": {}, "synth_s": None, **got})
+            continue
+        rows.append({"block": name, "count": count, **got,
+                     "total": {k: v * count for k, v in got["per_block"].items()}})
     return rows
+
+
+def _convert(comp, name, backend) -> str:
+    """One block as RTLIL or Verilog (``backend``: amaranth's ``rtlil`` or ``verilog``)."""
+    kwargs = {"name": name, "platform": FpgaStandIn(), "emit_src": False}
+    if isinstance(comp, _Pair):
+        return backend.convert(comp.top, ports=comp.ports, **kwargs)
+    if not hasattr(comp, "signature"):          # a FIFO: an Elaboratable with named ports
+        ports = [getattr(comp, n) for n in ("w_data", "w_en", "w_rdy", "w_level", "r_data", "r_en", "r_rdy",
+                                             "r_level")]
+        return backend.convert(comp, ports=ports, **kwargs)
+    return backend.convert(comp, **kwargs)
+
+
+def _synthesise(work: Path, stem: str, text: str, ext: str, board: Board, env: dict, clock_mhz) -> dict:
+    """Synthesise one block (files ``work/stem.*``) and, on a board that can, place and route it alone.
+
+    Cached: a block whose source, script and nextpnr arguments are unchanged is not run again
+    (nor is one whose synthesis failed on the same input).
+    Returns ``per_block``, ``synth_s`` (and ``pnr_s``, ``fmax_mhz``, ``critical_path``, or
+    ``pnr_failed``), or ``failed`` when Yosys failed.
+    """
+    timed = bool(board.block_pnr_args) and clock_mhz is not None
+    source, stat, netlist, pnr_report, keyfile = (work / f"{stem}{e}" for e in (
+        f".{ext}", ".stat.json", ".json", ".report.json", ".key"))
+    steps = [f"read_{'rtlil' if ext == 'il' else 'verilog'} {source.name}", board.yosys_before_synth(),
+             f"synth_{board.family} {' '.join(board.synth_opts)} -top {stem}", f"tee -q -o {stat.name} stat -json",
+             f"write_json {netlist.name}" if timed else ""]
+    script = "; ".join(step for step in steps if step)
+    pnr_cmd = ([env[f"NEXTPNR_{board.family.upper()}"], *board.block_pnr_args, "--json", netlist.name,
+                "--freq", f"{clock_mhz:g}", "--seed", "1", "--timing-allow-fail", "--report", pnr_report.name,
+                "-l", f"{stem}.pnr.log", "-q"] if timed else [])
+    key = hash_text(text + script + " ".join(pnr_cmd[1:]))
+    outputs = [stat, source] + ([pnr_report] if timed else [])
+    got = {}
+    t0 = time.perf_counter()
+    failed, log = work / f"{stem}.failed", work / f"{stem}.log"
+    if failed.is_file() and failed.read_text() == key:        # failed before on the same input: minutes saved
+        return {"failed": f"Yosys failed, log {log}"}
+    if not (all(f.is_file() for f in outputs) and keyfile.is_file() and keyfile.read_text() == key):
+        for f in (stat, netlist, pnr_report, keyfile, failed):
+            f.unlink(missing_ok=True)
+        source.write_text(text)
+        proc = subprocess.run([env["YOSYS"], "-q", "-l", log.name, "-p", script], cwd=work, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        if proc.returncode != 0 or not stat.is_file():
+            netlist.unlink(missing_ok=True)
+            failed.write_text(key)
+            return {"failed": f"Yosys failed, log {log}"}
+        got["synth_s"] = round(time.perf_counter() - t0, 1)
+        if timed:
+            t1 = time.perf_counter()
+            proc = subprocess.run(pnr_cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            got["pnr_s"] = round(time.perf_counter() - t1, 1)
+            if proc.returncode != 0 or not pnr_report.is_file():
+                got["pnr_failed"] = f"nextpnr failed, log {work / f'{stem}.pnr.log'}"
+        netlist.unlink(missing_ok=True)     # large, and not needed once placed
+        if "pnr_failed" not in got:
+            keyfile.write_text(key)
+    got.setdefault("synth_s", round(time.perf_counter() - t0, 1))     # a cached block: about 0
+    got["per_block"], _ = usage_from_stat(json.loads(stat.read_text()), board.cells)
+    if timed and pnr_report.is_file():
+        pnr = json.loads(pnr_report.read_text())
+        fmax = pnr.get("fmax", {})
+        got["fmax_mhz"] = round(min(v["achieved"] for v in fmax.values()), 2) if fmax else None
+        got["critical_path"] = critical_path(pnr)
+    return got
 
 
 def render_breakdown(rows: list[dict], capacity: dict) -> str:
@@ -206,6 +233,8 @@ def render_breakdown(rows: list[dict], capacity: dict) -> str:
         name = row["block"] + (f" x{row['count']}" if row["count"] > 1 else "")
         if row.get("failed"):
             name += " (not synthesised: Yosys failed)"
+        elif row.get("source"):
+            name += " (from Verilog: Yosys failed on the RTLIL)"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     tail = " | | |" if timed else " |"
     lines.append("| **sum of blocks** | " + " | ".join(f"**{total[r]}**" for r in res) + tail)

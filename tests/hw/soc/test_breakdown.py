@@ -1,6 +1,8 @@
 """``--breakdown``: each block synthesised alone, and on the ECP5 placed and routed alone (its Fmax).
 
-Runs the real tools on two small blocks (seconds): the DRAM arbiter and the scratchpad.
+Runs the real tools on three small blocks (seconds): the DRAM arbiter, the scratchpad and the
+token counters (which Yosys 0.70 synthesises only from Verilog: it trips an internal assertion
+on their RTLIL, and the breakdown falls back).
 """
 
 import pytest
@@ -10,7 +12,7 @@ from npuforge.hw.soc.boards import get_board
 
 pytestmark = pytest.mark.fpga
 
-SMALL = ("DRAM arbiter", "scratchpad")
+SMALL = ("DRAM arbiter", "scratchpad", "tokens")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def _rows(board_name, tmp_path, env, clock_mhz):
 def test_ecp5_blocks_are_placed_and_routed_alone(tmp_path, env):
     from npuforge.hw.soc.breakdown import render_breakdown
     board, rows = _rows("ulx3s", tmp_path, env, 50)
-    assert [r["block"] for r in rows] == ["scratchpad", "DRAM arbiter"]     # in the SoC's block order
+    assert [r["block"] for r in rows] == ["scratchpad", "DRAM arbiter", "tokens"]     # in the SoC's block order
     for row in rows:
         assert "pnr_failed" not in row and "failed" not in row, row
         assert row["per_block"]["LUT"] > 0 and row["per_block"]["FF"] > 0
@@ -52,7 +54,10 @@ def test_ice40_blocks_get_resources_only(tmp_path, env):
     from npuforge.hw.soc.breakdown import render_breakdown
     board, rows = _rows("icebreaker", tmp_path, env, 12)
     assert not board.block_pnr_args
-    assert all("fmax_mhz" not in r and r["per_block"]["LUT"] > 0 for r in rows)
+    assert all("fmax_mhz" not in r for r in rows)
+    assert rows[0]["per_block"]["LUT"] > 0 and rows[1]["per_block"]["LUT"] > 0
+    # The token counters trip Yosys 0.70 for the iCE40 from RTLIL and Verilog alike: reported, not hidden.
+    assert rows[2].get("failed") or rows[2]["per_block"]["LUT"] > 0
     assert "Fmax" not in render_breakdown(rows, board.capacity)
 
 
