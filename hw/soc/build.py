@@ -91,6 +91,19 @@ def tool_env() -> dict:
     return env
 
 
+def _nextpnr_opts(board, router: str | None) -> list[str]:
+    """The board's extra nextpnr arguments, with ``router`` (if given) in place of its router."""
+    opts = list(board.nextpnr_opts)
+    if router is None:
+        return opts
+    if router not in ("router1", "router2"):
+        raise ValueError(f"router must be 'router1' or 'router2', not {router!r}")
+    if "--router" in opts:
+        i = opts.index("--router")
+        del opts[i:i + 2]
+    return opts + ["--router", router]
+
+
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
     out = {}
@@ -119,7 +132,7 @@ def _write_report(out: Path, report: dict) -> None:
 
 def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200, dram_bytes: int | None = None,
                     clock_hz: int | None = None, seed: int = 1, link_only: bool = False,
-                    breakdown: bool = False, quiet: bool = False) -> BuildResult:
+                    breakdown: bool = False, router: str | None = None, quiet: bool = False) -> BuildResult:
     """Synthesise, check the fit, place, route and pack the SoC for a board.
 
     Parameters
@@ -145,6 +158,9 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         (:mod:`npuforge.hw.soc.breakdown`; minutes for a large core). On a board with
         ``block_pnr_args`` (the ECP5), each block is placed and routed alone as well: its Fmax
         against the requested clock (about 15 min more for the 8x8 point).
+    router : {"router1", "router2"}, optional
+        nextpnr's router, in place of the board's (``Board.nextpnr_opts``): no one router routes
+        every design point (docs/fpga.md).
     quiet : bool
 
     Returns
@@ -159,6 +175,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         A tool failed.
     """
     board = get_board(board_name)
+    pnr_opts = _nextpnr_opts(board, router)
     dram_bytes = int(dram_bytes or min(board.dram_bytes, config.dram_bytes))
     if clock_hz is None:
         clock_hz = int(config.clock_mhz * 1e6) if board.pll else board.input_clock_hz
@@ -178,7 +195,8 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         "variant": "link-only (no NPU core)" if link_only else "npu", "out_dir": str(out),
         "clock_requested_mhz": clock_hz / 1e6, "baud": baud, "dram_bytes": dram_bytes,
         "command": f"npuforge bitstream --board {board.name} -c <config of {config.name}> --baud {baud}"
-                   + (" --link-only" if link_only else ""),
+                   + (" --link-only" if link_only else "") + (f" --router {router}" if router else ""),
+        "nextpnr_opts": pnr_opts,
         "fits": None, "timing_met": None, "fmax_mhz": None, "resources": {}, "memories": [],
         "problems": [], "stopped_at": None, "bitstream": None, "times_s": {}, "versions": _versions(),
         "notes": board.notes,
@@ -215,8 +233,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         "synth_opts": " ".join(board.synth_opts),
         "script_after_read": board.yosys_before_synth(),
         "script_after_synth": "tee -q -o top.stat.json stat -json",
-        "nextpnr_opts": " ".join(["--report top.report.json", f"--seed {seed}", "--timing-allow-fail",
-                                  *board.nextpnr_opts]),
+        "nextpnr_opts": " ".join(["--report top.report.json", f"--seed {seed}", "--timing-allow-fail", *pnr_opts]),
     }
     build_plan = platform.build(top, name="top", build_dir=str(out), do_build=False, **overrides)
     build_plan.extract(str(out))

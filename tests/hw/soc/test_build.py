@@ -94,3 +94,14 @@ def test_cli_bitstream_and_board_errors(tmp_path, capsys):
     assert "board run needs --port PORT" in capsys.readouterr().err
     assert main(["board", "run", str(tmp_path / "nobundle"), "--port", str(tmp_path / "tty")]) == 2
     assert "no such bundle folder" in capsys.readouterr().err
+
+
+def test_router_option_replaces_the_boards_router():
+    from npuforge.hw.soc.boards import get_board
+    from npuforge.hw.soc.build import _nextpnr_opts
+    ulx3s, icebreaker = get_board("ulx3s"), get_board("icebreaker")
+    assert _nextpnr_opts(ulx3s, None) == ["--router", "router2"]
+    assert _nextpnr_opts(ulx3s, "router1") == ["--router", "router1"]
+    assert _nextpnr_opts(icebreaker, None) == [] and _nextpnr_opts(icebreaker, "router2") == ["--router", "router2"]
+    with pytest.raises(ValueError, match="router must be 'router1' or 'router2', not 'router3'"):
+        _nextpnr_opts(ulx3s, "router3")
