@@ -30,10 +30,12 @@ def test_report_markdown_has_fmax_and_resources():
               "clock_requested_mhz": 50.0, "baud": 115200, "dram_bytes": 65536, "fits": True, "timing_met": False,
               "fmax_mhz": 41.5, "resources": {"LUT": {"used": 10, "available": 100}}, "memories": [],
               "problems": [], "bitstream": "top.bit", "bitstream_bytes": 5, "times_s": {"synth": 1.0},
-              "versions": {}, "notes": "", "fmax_by_clock": {"clk": {"achieved_mhz": 41.5, "constraint_mhz": 50}}}
+              "versions": {}, "notes": "", "fmax_by_clock": {"clk": {"achieved_mhz": 41.5, "constraint_mhz": 50}},
+              "placed": {"MULT18X18D": {"used": 3, "available": 156}}, "nextpnr_opts": ["--router", "router2"]}
     md = render_markdown(report)
     assert "**fails timing**: Fmax 41.5 MHz for 50 MHz requested" in md
     assert "| LUT | 10 | 100 | 10.0% |" in md
+    assert "## Placed (nextpnr `--router router2`)\n\n| cell |" in md and "| MULT18X18D | 3 | 156 | 1.9% |" in md
 
 
 def _element(kind, delay, cell):
