@@ -34,7 +34,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 	@echo "  variables: KERNEL=matmul|conv2d|relu|add|maxpool CONFIG=configs/8x8.yaml M= K= N= ... SEED="
 	@echo "             BOARD=icebreaker|ulx3s (bitstream)  WAVES=1  POWER=0 (cosim without toggle counting)"
-	@echo "             ENGINE=cocotb|harness (rtl engine of cosim)"
+	@echo "             ENGINE=cocotb|harness (rtl engine of cosim)  BREAKDOWN=1 (bitstream: per-block resources; Fmax on the ECP5)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
