@@ -289,17 +289,20 @@ class Dispatcher(wiring.Component):
         # The error checks, in priority order. A scalar op's writes depend only on the checks a scalar
         # op can fail, and a queue op's push only on a queue op's: the address checks (a register read,
         # an add and a compare) stay off the scalar registers' enables, which are the widest fan-out.
-        decodes = active & (pc < cfg.imem_words) & ~illegal
-        scalar_ok = decodes & (queue == Queue.SCALAR) & ~(is_op[Opcode.DBNZ] & dbnz_bad)
-        queue_ok = decodes & (queue != Queue.SCALAR) & ~addr_bad
+        pc_bad = pc >= cfg.imem_words
+        branch_bad = is_op[Opcode.DBNZ] & dbnz_bad
+        is_scalar = queue == Queue.SCALAR
+        decodes = active & ~pc_bad & ~illegal
+        scalar_ok = decodes & is_scalar & ~branch_bad
+        queue_ok = decodes & ~is_scalar & ~addr_bad
         with m.If(active):
-            with m.If(pc >= cfg.imem_words):
+            with m.If(pc_bad):
                 m.d.comb += err_code.eq(ErrorCode.PC_RANGE)
             with m.Elif(illegal):
                 m.d.comb += err_code.eq(ErrorCode.ILLEGAL_INSTR)
-            with m.Elif(is_op[Opcode.DBNZ] & dbnz_bad):
+            with m.Elif(branch_bad):
                 m.d.comb += err_code.eq(ErrorCode.PC_RANGE)
-            with m.Elif((queue != Queue.SCALAR) & addr_bad):
+            with m.Elif(~is_scalar & addr_bad):
                 m.d.comb += err_code.eq(ErrorCode.ADDR_RANGE)
             with m.If(err_code != ErrorCode.NONE):
                 m.d.comb += [self.error.eq(1), self.error_code.eq(err_code), self.error_pc.eq(pc)]

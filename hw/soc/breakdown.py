@@ -2,9 +2,10 @@
 
 Yosys's hierarchical (``-noflatten``) ABC9 flow failed under YoWASP 0.70 on this design, so
 each block is converted and synthesised separately (flattened, RTLIL as the build gives it,
-the same steps and ``synth_<family>`` options as the build). The sum is close to, not equal to, the whole design: flattening
-optimises across block boundaries. Used by ``npuforge bitstream --breakdown`` to say what a
-design point that does not fit spends its LUTs, flip-flops, block RAM and DSPs on.
+the same steps and ``synth_<family>`` options as the build). The sum is close to, not equal
+to, the whole design: flattening optimises across block boundaries. Used by ``npuforge
+bitstream --breakdown`` to say what a design point spends its LUTs, flip-flops, block RAM
+and DSPs on (above all one that does not fit).
 
 On a board whose nextpnr can place a block out of context (the ECP5), each block is also
 placed and routed alone against the requested clock. Its Fmax alone is an upper bound on
@@ -130,12 +131,12 @@ def block_breakdown(config, board: Board, dram_bytes: int, work_dir, env: dict, 
     for i, (name, count, make) in enumerate(blocks):
         if only is not None and name not in only:
             continue
-        got = _synthesise(work, f"blk{i}", _convert(make(), f"blk{i}", rtlil), "il", board, env, clock_mhz)
+        got = _synthesise(work, f"blk{i}", _convert(make(), f"blk{i}", rtlil), ".il", board, env, clock_mhz)
         if "failed" in got:
             # Yosys 0.70 trips internal assertions (in ABC's reintegration) on some blocks read alone from
             # RTLIL; from Verilog they pass, but there the int8 products are sign-extended to 16 bits and
             # the soft-multiply step would miss them, hence RTLIL first.
-            again = _synthesise(work, f"blk{i}v", _convert(make(), f"blk{i}v", verilog), "v", board, env, clock_mhz)
+            again = _synthesise(work, f"blk{i}v", _convert(make(), f"blk{i}v", verilog), ".v", board, env, clock_mhz)
             if "failed" not in again:
                 got = dict(again, source="Verilog (Yosys failed on the RTLIL)")
         if "failed" in got:
@@ -158,7 +159,7 @@ def _convert(comp, name, backend) -> str:
     return backend.convert(comp, **kwargs)
 
 
-def _synthesise(work: Path, stem: str, text: str, ext: str, board: Board, env: dict, clock_mhz) -> dict:
+def _synthesise(work: Path, stem: str, text: str, suffix: str, board: Board, env: dict, clock_mhz) -> dict:
     """Synthesise one block (files ``work/stem.*``) and, on a board that can, place and route it alone.
 
     Cached: a block whose source, script and nextpnr arguments are unchanged is not run again
@@ -168,8 +169,9 @@ def _synthesise(work: Path, stem: str, text: str, ext: str, board: Board, env: d
     """
     timed = bool(board.block_pnr_args) and clock_mhz is not None
     source, stat, netlist, pnr_report, keyfile = (work / f"{stem}{e}" for e in (
-        f".{ext}", ".stat.json", ".json", ".report.json", ".key"))
-    steps = [f"read_{'rtlil' if ext == 'il' else 'verilog'} {source.name}", board.yosys_before_synth(),
+        suffix, ".stat.json", ".json", ".report.json", ".key"))
+    reader = {".il": "read_rtlil", ".v": "read_verilog"}[suffix]
+    steps = [f"{reader} {source.name}", board.yosys_before_synth(),
              f"synth_{board.family} {' '.join(board.synth_opts)} -top {stem}", f"tee -q -o {stat.name} stat -json",
              f"write_json {netlist.name}" if timed else ""]
     script = "; ".join(step for step in steps if step)

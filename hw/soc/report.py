@@ -90,7 +90,8 @@ def render_markdown(report: dict) -> str:
         lines.append("")
     if r.get("placed"):
         opts = " ".join(r.get("nextpnr_opts") or [])
-        lines += ["## Placed (nextpnr" + (f" `{opts}`" if opts else "") + ")", "", "| cell | used | available | |", "|---|---:|---:|---:|"]
+        lines += ["## Placed (nextpnr" + (f" `{opts}`" if opts else "") + ")", "",
+                  "| cell | used | available | |", "|---|---:|---:|---:|"]
         for name, v in r["placed"].items():
             lines.append(f"| {name} | {v['used']} | {v['available']} | {_pct(v['used'], v['available'])} |")
         lines.append("")
