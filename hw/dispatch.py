@@ -165,6 +165,10 @@ class Dispatcher(wiring.Component):
         running = Signal()
         halted = Signal()
         regs = Array(Signal(32, name=f"r{i}") for i in range(NUM_REGS))
+        # ones[i]: r[i] == 1, from the registers alone (ready while the word is read), so that dbnz's
+        # branch test selects one bit rather than a register.
+        ones = Signal(NUM_REGS)
+        m.d.comb += ones.eq(Cat(*(r == 1 for r in regs)))
         m.d.comb += [self.running.eq(running), self.halted.eq(halted), self.pc.eq(pc)]
 
         word = Signal(Instr)
@@ -216,7 +220,7 @@ class Dispatcher(wiring.Component):
         rd_val = Signal(32)
         m.d.comb += rd_val.eq(reg(sc.rd) - 1)
         # dbnz on r0 never branches: the decrement is dropped and r0 still reads 0.
-        m.d.comb += dbnz_taken.eq((sc.rd != 0) & (reg(sc.rd) != 1))      # rd_val != 0, without the borrow chain
+        m.d.comb += dbnz_taken.eq((sc.rd != 0) & ~ones.bit_select(sc.rd, 1))     # rd_val != 0
         target = sc.imm
         m.d.comb += dbnz_bad.eq(dbnz_taken & ((target < 0) | (target >= cfg.imem_words)))
 

@@ -234,6 +234,39 @@ def test_dbnz_r0_never_branches():
     assert err is None and len(got[0]) == 1
 
 
+def _set(rd, value):
+    return encode(Instruction(Opcode.SETI, {"rd": rd, "imm": value - (1 << 32) if value >= 1 << 31 else value}))
+
+
+def _addi(rd, rs, imm):
+    return encode(Instruction(Opcode.ADDI, {"rd": rd, "rs": rs, "imm": imm}))
+
+
+@pytest.mark.parametrize("name,writes,taken", [
+    ("seti 1", [_set(3, 1)], False),
+    ("seti 2", [_set(3, 2)], True),
+    ("seti 2**32 - 1", [_set(3, (1 << 32) - 1)], True),
+    ("addi to 1", [_set(2, 5), _addi(3, 2, -4)], False),
+    ("addi from r0", [_addi(3, 0, 1)], False),
+    ("addi wraps to 1", [_set(2, (1 << 32) - 1), _addi(3, 2, 2)], False),
+    ("addi to 0", [_set(2, 5), _addi(3, 2, -5)], True),
+    ("addi in place to 1", [_set(3, 3), _addi(3, 3, -2)], False),
+    ("addi from 1 to 2", [_set(3, 1), _addi(3, 3, 1)], True),
+    ("dbnz 3 -> 2", [_set(3, 3), encode(Instruction(Opcode.DBNZ, {"rd": 3, "target": 2}))], True),
+    ("dbnz 2 -> 1", [_set(3, 2), encode(Instruction(Opcode.DBNZ, {"rd": 3, "target": 2}))], False),
+    ("start clears", [], True),
+])
+def test_dbnz_sees_every_write(name, writes, taken):
+    # dbnz branches on r != 1, a flag per register: every way of writing a register must show in it.
+    load = encode(Instruction(Opcode.LOAD_SP, {"sp": (0, 1), "dram": (0, 0), "rows": 1, "len": 1, "stride": 0}))
+    words = writes + [encode(Instruction(Opcode.DBNZ, {"rd": 3, "target": len(writes) + 2})), load,
+                      encode(Instruction(Opcode.HALT))]
+    ref, ref_err = reference_dispatch(words, CFG)
+    assert ref_err is None and len(ref[0]) == (0 if taken else 1)
+    compare(words, CFG, 0)
+    compare(words, CFG, 0, fpga=True)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_legal_programs(seed):
     rng = np.random.default_rng(seed)
