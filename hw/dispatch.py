@@ -330,15 +330,22 @@ class Dispatcher(wiring.Component):
         addr_bad = Signal()
         dma, cp = word.dma, word.compute
         room = self._dram_room(m, word, "decoded")
-        for op, spec in _queue_op_cases(m, word):
-            if spec.fmt == "dma":
-                limit, max_len = _dma_limits(cfg, op)
-                problems = [dma_mem > limit - dma.rows, dma.len > max_len, (dma.len != 0) & (dma_dram > room)]
-                m.d.comb += addr_bad.eq((dma.rows != 0) & _any_of(problems))
-            else:
-                problems = [live & ((cp_src if path == "src" else cp_dst) > limit - count)
-                            for path, limit, count, live in _compute_operands(cfg, op, cp)]
-                m.d.comb += addr_bad.eq(_any_of(problems))
+        with m.Switch(word.hdr.op.as_value()):
+            for op in Opcode:
+                spec = BY_OPCODE[op]
+                if spec.queue == Queue.SCALAR:
+                    continue
+                with m.Case(op.value):
+                    if spec.fmt == "dma":
+                        limit, max_len = _dma_limits(cfg, op)
+                        problems = [dma_mem > limit - dma.rows, dma.len > max_len,
+                                    (dma.len != 0) & (dma_dram > room)]
+                        m.d.comb += addr_bad.eq((dma.rows != 0) & _any_of(problems))
+                    else:
+                        problems = []
+                        for path, limit, count, live in _compute_operands(cfg, op, cp):
+                            problems.append(live & ((cp_src if path == "src" else cp_dst) > limit - count))
+                        m.d.comb += addr_bad.eq(_any_of(problems))
         return addr_bad
 
     def _predecoded_checks(self, m, rp, regs):
@@ -379,15 +386,20 @@ class Dispatcher(wiring.Component):
                          target.mode.eq(Mux(~live, _Mode.ALWAYS, Mux(bound < 0, _Mode.NEVER,
                                                                      Mux(lo <= hi, _Mode.RANGE, _Mode.WRAPPED))))]
 
-        for op, spec in _queue_op_cases(m, word):
-            if spec.fmt == "dma":
-                limit, max_len = _dma_limits(cfg, op)
-                # An over-long row fails whatever the registers: an empty interval.
-                check("a", dma.mem, dma.rows != 0, Mux(dma.len > max_len, -1, limit - dma.rows))
-                check("b", dma.dram, (dma.rows != 0) & (dma.len != 0), room)
-            else:
-                for slot, (path, limit, count, live) in zip("ab", _compute_operands(cfg, op, cp)):
-                    check(slot, cp.src if path == "src" else cp.dst, live, limit - count)
+        with m.Switch(word.hdr.op.as_value()):
+            for op in Opcode:
+                spec = BY_OPCODE[op]
+                if spec.queue == Queue.SCALAR:
+                    continue
+                with m.Case(op.value):
+                    if spec.fmt == "dma":
+                        limit, max_len = _dma_limits(cfg, op)
+                        # An over-long row fails whatever the registers: an empty interval.
+                        check("a", dma.mem, dma.rows != 0, Mux(dma.len > max_len, -1, limit - dma.rows))
+                        check("b", dma.dram, (dma.rows != 0) & (dma.len != 0), room)
+                    else:
+                        for slot, (path, limit, count, live) in zip("ab", _compute_operands(cfg, op, cp)):
+                            check(slot, cp.src if path == "src" else cp.dst, live, limit - count)
         return pre
 
     def _dram_room(self, m, word, name):
@@ -395,9 +407,11 @@ class Dispatcher(wiring.Component):
         span = Signal(41, name=f"{name}_span")      # (rows-1) * stride: the DRAM offset of the last row
         room = Signal(signed(_ROOM_BITS), name=f"{name}_room")
         m.d.comb += span.eq((word.dma.rows - 1) * word.dma.stride)
-        for op, spec in _queue_op_cases(m, word):
-            if spec.fmt == "dma":
-                m.d.comb += room.eq(self.config.dram_bytes - span - word.dma.len * dma_element_bytes(op))
+        with m.Switch(word.hdr.op.as_value()):
+            for op in Opcode:
+                if BY_OPCODE[op].fmt == "dma" and BY_OPCODE[op].queue != Queue.SCALAR:
+                    with m.Case(op.value):
+                        m.d.comb += room.eq(self.config.dram_bytes - span - word.dma.len * dma_element_bytes(op))
         return room
 
 
@@ -416,15 +430,6 @@ _CHECK = data.StructLayout({"reg": (NUM_REGS - 1).bit_length(), "lo": 32, "hi": 
 PREDECODE = data.StructLayout({"a": _CHECK, "b": _CHECK})
 """A predecode entry: the word's two address checks (DMA: rows, DRAM; compute: source, destination)."""
 PREDECODE_BITS = PREDECODE.size
-
-
-def _queue_op_cases(m, word):
-    """Yields ``(op, spec)`` of each queue opcode inside its case of a switch on ``word``'s opcode."""
-    with m.Switch(word.hdr.op.as_value()):
-        for op in Opcode:
-            if BY_OPCODE[op].queue != Queue.SCALAR:
-                with m.Case(op.value):
-                    yield op, BY_OPCODE[op]
 
 
 def _dma_limits(cfg, op):
