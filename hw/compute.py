@@ -32,9 +32,7 @@ buffer and no bubble.
 In the back end, an accumulator read can miss only the writes of the two slots just
 ahead of it (one is being written this cycle, one was written in the cycle of the read);
 those two rows are forwarded from the write stage, so the memory's read-during-write
-behaviour does not matter, and no hazard ever stalls. The rows are compared in R, with the
-slots one stage before they are forwarded from, and the hits registered: in X a register
-selects the forwarded row on its way into the vector unit.
+behaviour does not matter, and no hazard ever stalls.
 
 ``vector_stages: 2`` (for FPGA clock rates) splits X into X1 (forwarding, every op but
 VQUANT, and VQUANT's 32x32 product, all registered) and X2 (VQUANT's rounding shift and
