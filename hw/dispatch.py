@@ -31,21 +31,16 @@ Timing
 FPGA implementation
 -------------------
 On a platform that asks for FPGA memories (``npuforge_memory = "fpga"``, the board SoCs) the
-address checks do no arithmetic in the decode cycle. Each check asks whether a resolved
-address, ``(r[reg] + off) mod 2**32``, lies in ``[0, bound]``, where ``bound`` (the last legal
-row or byte, less the rows or bytes the instruction spans, e.g. the DRAM room
-``dram_bytes - ((rows-1)*stride + len*elem_bytes)``) and ``off`` come from the word alone.
-The register values that pass form the cyclic interval ``[-off, bound - off] mod 2**32``,
-so when the word is written into the instruction memory, its two checks (the DMA's row and
-DRAM operands, or a compute instruction's source and destination) are resolved into that
-interval, with the register to compare, and kept beside the word in a second memory
-(*predecode*, :data:`PREDECODE`) read with it. Decode then compares a register with two
-bounds. The behaviour and the timing are the same as the plain form's, which the simulation
-presets use (and where the extra memory would cost an ASIC area).
+DRAM range check of a DMA instruction does not multiply in the decode cycle: its room,
+``dram_bytes - ((rows-1)*stride + len*elem_bytes)``, depends on the word alone, so it is
+computed when the word is written into the instruction memory and kept beside it in a
+second memory (*predecode*) read with the word. Decode then compares the resolved DRAM
+address with the room. The behaviour and the timing are the same as the plain form's,
+which the simulation presets use (and where the extra memory would cost an ASIC area).
 """
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, enum, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -56,7 +51,7 @@ from .interfaces import PC_BITS, ComputeCmd, DmaCmd
 from .soc.multiport import on_fpga
 
 __all__ = ["Dispatcher", "DepFlags", "queue_entry_layout", "dma_element_bytes", "mem_is_spad",
-           "DMA_ENTRY", "COMPUTE_ENTRY", "PREDECODE", "PREDECODE_BITS"]
+           "DMA_ENTRY", "COMPUTE_ENTRY", "PREDECODE_BITS"]
 
 
 DepFlags = data.StructLayout({name: 1 for name in DEP_FLAGS})
@@ -165,10 +160,6 @@ class Dispatcher(wiring.Component):
         running = Signal()
         halted = Signal()
         regs = Array(Signal(32, name=f"r{i}") for i in range(NUM_REGS))
-        # ones[i]: r[i] == 1, from the registers alone (ready while the word is read), so that dbnz's
-        # branch test selects one bit rather than a register.
-        ones = Signal(NUM_REGS)
-        m.d.comb += ones.eq(Cat(*(r == 1 for r in regs)))
         m.d.comb += [self.running.eq(running), self.halted.eq(halted), self.pc.eq(pc)]
 
         word = Signal(Instr)
@@ -214,20 +205,58 @@ class Dispatcher(wiring.Component):
         ]
 
         # ---- address checks ----------------------------------------------------------------
+        def rows_out(base, count, limit):
+            # [base, base+count) must lie in [0, limit): base > limit - count, where limit - count comes
+            # from the word alone (signed: negative when count > limit), so it is ready before base is.
+            return base > (limit - count)
+
         addr_bad = Signal()
         dbnz_taken = Signal()
         dbnz_bad = Signal()
         rd_val = Signal(32)
         m.d.comb += rd_val.eq(reg(sc.rd) - 1)
         # dbnz on r0 never branches: the decrement is dropped and r0 still reads 0.
-        m.d.comb += dbnz_taken.eq((sc.rd != 0) & ~ones.bit_select(sc.rd, 1))     # rd_val != 0
+        m.d.comb += dbnz_taken.eq((sc.rd != 0) & (reg(sc.rd) != 1))      # rd_val != 0, without the borrow chain
         target = sc.imm
         m.d.comb += dbnz_bad.eq(dbnz_taken & ((target < 0) | (target >= cfg.imem_words)))
 
+        # DRAM range of a DMA instruction: its last byte, dram + (rows-1)*stride + len*elem_bytes, past
+        # the DRAM <=> dram > room (see _dram_room), computed in decode or kept from the write (predecode).
+        room = Signal(signed(PREDECODE_BITS))
         if on_fpga(platform):
-            m.d.comb += addr_bad.eq(self._predecoded_checks(m, rp, regs))
+            m.submodules.predecode = pre = Memory(shape=signed(PREDECODE_BITS), depth=cfg.imem_words, init=[])
+            pre_wp = pre.write_port()
+            pre_rp = pre.read_port(transparent_for=())
+            written = Signal(Instr)
+            m.d.comb += [written.eq(self.imem_data), pre_wp.en.eq(self.imem_we), pre_wp.addr.eq(self.imem_addr),
+                         pre_wp.data.eq(self._dram_room(m, written, "written")), pre_rp.addr.eq(rp.addr),
+                         room.eq(pre_rp.data)]
         else:
-            m.d.comb += addr_bad.eq(self._decoded_checks(m, word, dma_mem, dma_dram, cp_src, cp_dst))
+            m.d.comb += room.eq(self._dram_room(m, word, "decoded"))
+        with m.Switch(opv):
+            for op in Opcode:
+                spec = BY_OPCODE[op]
+                if spec.queue == Queue.SCALAR:
+                    continue
+                with m.Case(op.value):
+                    problems = []
+                    if spec.fmt == "dma":
+                        (path, spad, _), = _mem_operands(op)
+                        limit = cfg.spad_rows if spad else cfg.acc_rows
+                        max_len = cfg.spad_row_bytes if spad else cfg.cols
+                        problems = [rows_out(dma_mem, dma.rows, limit), dma.len > max_len,
+                                    (dma.len != 0) & (dma_dram > room)]
+                        m.d.comb += addr_bad.eq((dma.rows != 0) & _any_of(problems))
+                    else:
+                        ops = _mem_operands(op)
+                        for path, spad, rows_source in ops:
+                            base = cp_src if path == "src" else cp_dst
+                            limit = cfg.spad_rows if spad else cfg.acc_rows
+                            if rows_source == "array":
+                                problems.append(rows_out(base, cfg.rows, limit))
+                            else:
+                                problems.append((cp.rows != 0) & rows_out(base, cp.rows, limit))
+                        m.d.comb += addr_bad.eq(_any_of(problems))
 
         # ---- resolved queue entries ---------------------------------------------------------
         dma_entry = Signal(DMA_ENTRY)
@@ -324,88 +353,10 @@ class Dispatcher(wiring.Component):
             m.d.sync += [r.eq(0) for r in regs]
         return m
 
-    def _decoded_checks(self, m, word, dma_mem, dma_dram, cp_src, cp_dst):
-        """The plain form's address checks, from the resolved addresses: whether any fails."""
-        cfg = self.config
-        addr_bad = Signal()
-        dma, cp = word.dma, word.compute
-        room = self._dram_room(m, word, "decoded")
-        with m.Switch(word.hdr.op.as_value()):
-            for op in Opcode:
-                spec = BY_OPCODE[op]
-                if spec.queue == Queue.SCALAR:
-                    continue
-                with m.Case(op.value):
-                    if spec.fmt == "dma":
-                        limit, max_len = _dma_limits(cfg, op)
-                        problems = [dma_mem > limit - dma.rows, dma.len > max_len,
-                                    (dma.len != 0) & (dma_dram > room)]
-                        m.d.comb += addr_bad.eq((dma.rows != 0) & _any_of(problems))
-                    else:
-                        problems = []
-                        for path, limit, count, live in _compute_operands(cfg, op, cp):
-                            problems.append(live & ((cp_src if path == "src" else cp_dst) > limit - count))
-                        m.d.comb += addr_bad.eq(_any_of(problems))
-        return addr_bad
-
-    def _predecoded_checks(self, m, rp, regs):
-        """The FPGA form's address checks: the predecode memory, written beside the instruction memory
-        and read with it, and the two register compares of decode; whether any check fails."""
-        cfg = self.config
-        m.submodules.predecode = pre = Memory(shape=PREDECODE, depth=cfg.imem_words, init=[])
-        wp = pre.write_port()
-        pre_rp = pre.read_port(transparent_for=())
-        m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_addr), pre_rp.addr.eq(rp.addr),
-                     wp.data.eq(self._predecode(m, self.imem_data))]
-        passes = []
-        for name in ("a", "b"):
-            check = pre_rp.data[name]
-            value = Signal(32, name=f"check_{name}_reg")
-            m.d.comb += value.eq(regs[check.reg])
-            above_lo, below_hi = value >= check.lo, value <= check.hi
-            passes.append(Mux(check.mode == _Mode.ALWAYS, 1, Mux(check.mode == _Mode.NEVER, 0,
-                              Mux(check.mode == _Mode.RANGE, above_lo & below_hi, above_lo | below_hi))))
-        return ~(passes[0] & passes[1])
-
-    def _predecode(self, m, data_, name="written"):
-        """A word's two address checks as register intervals (:data:`PREDECODE`; both ALWAYS for a
-        scalar or unknown word)."""
-        cfg = self.config
-        word = Signal(Instr, name=name)
-        pre = Signal(PREDECODE, name=f"{name}_predecode")
-        m.d.comb += word.eq(data_)
-        dma, cp = word.dma, word.compute
-        room = self._dram_room(m, word, name)
-
-        def check(slot, operand, live, bound):
-            # The registers r with (r + off) mod 2**32 in [0, bound] (bound < 2**31): [-off, bound - off] mod 2**32.
-            lo, hi = Signal(32, name=f"{name}_{slot}_lo"), Signal(32, name=f"{name}_{slot}_hi")
-            target = pre[slot]
-            m.d.comb += [lo.eq(-operand.off), hi.eq(bound - operand.off),
-                         target.reg.eq(operand.reg), target.lo.eq(lo), target.hi.eq(hi),
-                         target.mode.eq(Mux(~live, _Mode.ALWAYS, Mux(bound < 0, _Mode.NEVER,
-                                                                     Mux(lo <= hi, _Mode.RANGE, _Mode.WRAPPED))))]
-
-        with m.Switch(word.hdr.op.as_value()):
-            for op in Opcode:
-                spec = BY_OPCODE[op]
-                if spec.queue == Queue.SCALAR:
-                    continue
-                with m.Case(op.value):
-                    if spec.fmt == "dma":
-                        limit, max_len = _dma_limits(cfg, op)
-                        # An over-long row fails whatever the registers: an empty interval.
-                        check("a", dma.mem, dma.rows != 0, Mux(dma.len > max_len, -1, limit - dma.rows))
-                        check("b", dma.dram, (dma.rows != 0) & (dma.len != 0), room)
-                    else:
-                        for slot, (path, limit, count, live) in zip("ab", _compute_operands(cfg, op, cp)):
-                            check(slot, cp.src if path == "src" else cp.dst, live, limit - count)
-        return pre
-
     def _dram_room(self, m, word, name):
         """``dram_bytes - ((rows-1)*stride + len*elem_bytes)`` of a DMA word (0 for other words)."""
         span = Signal(41, name=f"{name}_span")      # (rows-1) * stride: the DRAM offset of the last row
-        room = Signal(signed(_ROOM_BITS), name=f"{name}_room")
+        room = Signal(signed(PREDECODE_BITS), name=f"{name}_room")
         m.d.comb += span.eq((word.dma.rows - 1) * word.dma.stride)
         with m.Switch(word.hdr.op.as_value()):
             for op in Opcode:
@@ -415,40 +366,7 @@ class Dispatcher(wiring.Component):
         return room
 
 
-_ROOM_BITS = 44         # the DRAM room: dram_bytes (< 2**29) less a 41-bit span and len * 4
-
-
-class _Mode(enum.Enum, shape=2):
-    """How a predecoded check compares its register ``r`` with ``lo`` and ``hi``."""
-    ALWAYS = 0          # no check (a scalar word, or no rows)
-    NEVER = 1           # fails whatever the register (the span alone is out of range)
-    RANGE = 2           # lo <= r <= hi
-    WRAPPED = 3         # lo <= r or r <= hi (the interval wraps past 2**32)
-
-
-_CHECK = data.StructLayout({"reg": (NUM_REGS - 1).bit_length(), "lo": 32, "hi": 32, "mode": _Mode})
-PREDECODE = data.StructLayout({"a": _CHECK, "b": _CHECK})
-"""A predecode entry: the word's two address checks (DMA: rows, DRAM; compute: source, destination)."""
-PREDECODE_BITS = PREDECODE.size
-
-
-def _dma_limits(cfg, op):
-    """(rows of the memory a DMA opcode addresses, the longest row it may move) of a config."""
-    (_, spad, _), = _mem_operands(op)
-    return (cfg.spad_rows, cfg.spad_row_bytes) if spad else (cfg.acc_rows, cfg.cols)
-
-
-def _compute_operands(cfg, op, cp):
-    """(path, limit, count, live) of each row operand of a compute opcode: ``[base, base + count)``
-    must lie in ``[0, limit)`` when ``live`` (a ``rows`` of 0 touches nothing)."""
-    out = []
-    for path, spad, rows_source in _mem_operands(op):
-        limit = cfg.spad_rows if spad else cfg.acc_rows
-        if rows_source == "array":
-            out.append((path, limit, cfg.rows, C(1, 1)))
-        else:
-            out.append((path, limit, cp.rows, cp.rows != 0))
-    return out
+PREDECODE_BITS = 44     # the room: dram_bytes (< 2**29) less a 41-bit span and len * 4
 
 
 def _any_of(bits):

@@ -257,7 +257,7 @@ def _addi(rd, rs, imm):
     ("start clears", [], True),
 ])
 def test_dbnz_sees_every_write(name, writes, taken):
-    # dbnz branches on r != 1, a flag per register: every way of writing a register must show in it.
+    # dbnz branches on r != 1: after every way of writing a register, in both forms.
     load = encode(Instruction(Opcode.LOAD_SP, {"sp": (0, 1), "dram": (0, 0), "rows": 1, "len": 1, "stride": 0}))
     words = writes + [encode(Instruction(Opcode.DBNZ, {"rd": 3, "target": len(writes) + 2})), load,
                       encode(Instruction(Opcode.HALT))]
@@ -322,7 +322,7 @@ def _wrap_cases():
 
 @pytest.mark.parametrize("name,words,bad", list(_wrap_cases()), ids=[c[0] for c in _wrap_cases()])
 def test_wrapping_addresses(name, words, bad):
-    # Resolved addresses wrap modulo 2**32: the predecoded register intervals must wrap the same way.
+    # Resolved addresses wrap modulo 2**32, in both forms (the board form predecodes part of the checks).
     _, ref_err = reference_dispatch(words, CFG)
     assert (ref_err is not None) == bad and (not bad or ref_err == (ErrorCode.ADDR_RANGE, 1))
     assert compare(words, CFG, 1, fpga=True) == compare(words, CFG, 1)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_npu_on_icebreaker_stops_at_the_fit_check_with_a_report(tmp_path):
     cfg = load_config(REPO / "configs/icebreaker-4x4.yaml")
-    with pytest.raises(FitError, match="BRAM: needs 85, the device has 30") as info:
+    with pytest.raises(FitError, match="BRAM: needs 79, the device has 30") as info:
         build_bitstream("icebreaker", cfg, tmp_path, quiet=True)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == info.value.report
@@ -88,7 +88,7 @@ def test_cli_bitstream_and_board_errors(tmp_path, capsys):
     from npuforge.cli import main
     assert main(["bitstream", "--board", "icebreaker", "-o", str(tmp_path / "ice")]) == 3
     err = capsys.readouterr().err
-    assert "does not fit the iCE40UP5K-SG48 (icebreaker): BRAM: needs 85, the device has 30" in err
+    assert "does not fit the iCE40UP5K-SG48 (icebreaker): BRAM: needs 79, the device has 30" in err
     assert (tmp_path / "ice" / "report.md").is_file()
     assert main(["bitstream", "--board", "de10"]) == 2
     assert "unknown board 'de10'; boards: icebreaker, ulx3s" in capsys.readouterr().err

@@ -17,9 +17,9 @@ def test_ulx3s_8x8_memory_plan_fits_and_matches_yosys():
     # 2W3R accumulator: 2 banks x 3 read copies of 128 rows x 256 bits, 8 DP16KD each.
     assert plan["accumulator"].copies == 6 and plan["accumulator"].blocks == 48
     assert plan["on-chip DRAM"].blocks == 32
-    assert plan["instruction predecode"].blocks == 4       # 512 x 140 bits
+    assert plan["instruction predecode"].blocks == 2       # 512 x 44 bits
     used = plan_usage(plan.values())
-    assert used == {"BRAM": 92}            # Yosys mapped this design to 92 DP16KD as well
+    assert used == {"BRAM": 90}            # Yosys mapped this design to 90 DP16KD as well
     assert fit_problems(used, BOARDS["ulx3s"].capacity) == []
 
 
@@ -30,7 +30,7 @@ def test_icebreaker_4x4_does_not_fit_and_says_why():
     # The 2W3R accumulator alone: 6 copies of 64 rows x 128 bits, 8 EBR each (EBR is 16 bits wide).
     assert plan["accumulator"].blocks == 48
     used = plan_usage(plan.values())
-    assert fit_problems(used, board.capacity) == ["BRAM: needs 85, the device has 30"]
+    assert fit_problems(used, board.capacity) == ["BRAM: needs 79, the device has 30"]
     link = plan_usage(memory_plan(cfg, "ice40", board.dram_bytes, with_core=False))
     assert link == {"BRAM": 16} and fit_problems(link, board.capacity) == []
     assert plan_usage(memory_plan(cfg, "ice40", 65536, spram=True, with_core=False)) == {"SPRAM": 2}
