@@ -246,6 +246,8 @@ def _addi(rd, rs, imm):
     ("seti 1", [_set(3, 1)], False),
     ("seti 2", [_set(3, 2)], True),
     ("seti 2**32 - 1", [_set(3, (1 << 32) - 1)], True),
+    ("seti 2**16 + 1", [_set(3, (1 << 16) + 1)], True),          # 1 in the low half only
+    ("seti 2**31 + 1", [_set(3, (1 << 31) + 1)], True),
     ("addi to 1", [_set(2, 5), _addi(3, 2, -4)], False),
     ("addi from r0", [_addi(3, 0, 1)], False),
     ("addi wraps to 1", [_set(2, (1 << 32) - 1), _addi(3, 2, 2)], False),
