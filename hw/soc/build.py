@@ -8,7 +8,8 @@
    fit check of LUTs, flip-flops, block RAM, SPRAM and DSPs against the device, which
    stops *before* place and route with "needs X, the device has Y" per resource;
 3. nextpnr (``--report``) and the packer, through the same generated build script
-   with its Yosys step skipped (it already ran);
+   with its Yosys step skipped (it already ran), stopped with the router's counts when
+   router2 no longer converges (:mod:`~npuforge.hw.soc.router_watch`);
 4. ``report.json`` and ``report.md`` next to the bitstream: resources used and
    available, achieved Fmax against the requested clock, times and tool versions.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from .boards import BoardTop, get_board, make_platform
 from .fit import fit_problems, memory_plan, plan_usage, usage_from_stat
 from .report import critical_path, render_markdown
+from .router_watch import run_watched
 
 __all__ = ["build_bitstream", "BuildResult", "FitError", "FlowError", "default_out_dir", "tool_env"]
 
@@ -132,7 +134,8 @@ def _write_report(out: Path, report: dict) -> None:
 
 def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200, dram_bytes: int | None = None,
                     clock_hz: int | None = None, seed: int = 1, link_only: bool = False,
-                    breakdown: bool = False, router: str | None = None, quiet: bool = False) -> BuildResult:
+                    breakdown: bool = False, router: str | None = None, router_patience: int | None = 20,
+                    quiet: bool = False) -> BuildResult:
     """Synthesise, check the fit, place, route and pack the SoC for a board.
 
     Parameters
@@ -161,6 +164,9 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
     router : {"router1", "router2"}, optional
         nextpnr's router, in place of the board's (``Board.nextpnr_opts``): no one router routes
         every design point (docs/fpga.md).
+    router_patience : int, optional
+        Stop place and route once router2 has gone this many iterations without a new lowest
+        count of overused wires (:mod:`~npuforge.hw.soc.router_watch`); None never stops it.
     quiet : bool
 
     Returns
@@ -172,7 +178,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
     FitError
         The design does not fit (``report.json``/``report.md`` say what it needs); nothing is placed.
     FlowError
-        A tool failed.
+        A tool failed, or router2 stopped converging (``report.json`` then says where).
     """
     board = get_board(board_name)
     pnr_opts = _nextpnr_opts(board, router)
@@ -263,13 +269,19 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
     say("placing and routing with nextpnr, then packing...")
     env_pnr = dict(env, YOSYS="true")       # synthesis already ran: the script's Yosys step is skipped
     t0 = time.perf_counter()
+    log = out / "top.tim"
     try:
-        build_plan.execute_local(str(out), env=env_pnr)
-    except Exception as e:          # amaranth raises a bare CalledProcessError; the log says more
-        log = out / "top.tim"
+        stall = run_watched(["sh", "build_top.sh"], out, env_pnr, log, router_patience)
+    except subprocess.CalledProcessError as e:
         tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
         raise FlowError(f"place and route failed ({e}); log: {log}\n{tail}") from None
     report["times_s"]["pnr"] = round(time.perf_counter() - t0, 1)
+    if stall is not None:
+        report["stopped_at"] = "routing"
+        report["problems"] = [str(stall)]
+        report["router_stall"] = stall.__dict__
+        _write_report(out, report)
+        raise FlowError(f"place and route stopped: {stall}; log: {log}, report: {out / 'report.md'}")
     pnr = json.loads((out / "top.report.json").read_text())
     fmax = pnr.get("fmax", {})
     if fmax:

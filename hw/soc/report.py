@@ -75,6 +75,9 @@ def render_markdown(report: dict) -> str:
     if r["fits"] is False:
         lines += ["**Does not fit** (stopped before place and route):", ""]
         lines += [f"- {p}" for p in r["problems"]] + [""]
+    elif r.get("stopped_at") == "routing":
+        lines += ["Fits; **not routed** (place and route stopped):", ""]
+        lines += [f"- {p}" for p in r["problems"]] + [""]
     else:
         timing = {True: "meets timing", False: "**fails timing**", None: "timing not analysed"}[r["timing_met"]]
         fmax = f"{r['fmax_mhz']} MHz" if r["fmax_mhz"] is not None else "n/a"

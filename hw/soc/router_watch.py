@@ -1,0 +1,98 @@
+"""Place and route under watch: stop nextpnr's router2 when it no longer converges.
+
+router2 (negotiated congestion) reports one line per iteration in the nextpnr log,
+``iter=N wires=W overused=O overuse=U ...``, and keeps iterating while any wire is overused,
+with no limit of its own. On a congested netlist the overused count falls for a few dozen
+iterations, reaches a lowest value and then drifts up again for hours (docs/fpga.md). The
+flow therefore reads the log while nextpnr runs and stops the run once ``patience``
+iterations have passed without a new lowest count; the build then fails with the counts,
+rather than not ending.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RouterStall", "router2_stall", "run_watched"]
+
+_ITER = re.compile(r"\biter=(\d+)\s+wires=\d+\s+overused=(\d+)")
+
+
+@dataclass(frozen=True)
+class RouterStall:
+    """router2 went ``patience`` iterations past its lowest overused count without beating it."""
+    iteration: int          # the last iteration logged
+    overused: int           # its overused wires
+    best_iteration: int     # the iteration with the fewest overused wires
+    best_overused: int
+    patience: int
+
+    def __str__(self) -> str:
+        return (f"nextpnr's router2 stopped converging: {self.overused} overused wires at iteration "
+                f"{self.iteration}, none fewer than {self.best_overused} (iteration {self.best_iteration}) in "
+                f"the {self.iteration - self.best_iteration} iterations since (patience {self.patience}); "
+                f"the netlist is congested: try another --seed or --router router1, or a lower --clock-mhz")
+
+
+def router2_stall(log_text: str, patience: int) -> RouterStall | None:
+    """The stall in a nextpnr log, or None while router2 still converges (or has not started).
+
+    A stall is ``patience`` iterations logged after the one with the fewest overused wires.
+    """
+    best = last = None
+    for m in _ITER.finditer(log_text):
+        it, over = int(m.group(1)), int(m.group(2))
+        if best is None or over < best[1]:
+            best = (it, over)
+        last = (it, over)
+    if last is None or last[0] - best[0] < patience:
+        return None
+    return RouterStall(last[0], last[1], best[0], best[1], patience)
+
+
+def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int | None,
+                poll_s: float = 10.0) -> RouterStall | None:
+    """Run ``cmd`` (the build script) and, every ``poll_s`` seconds, read the nextpnr ``log``.
+
+    Returns None when the command ends by itself; a :class:`RouterStall` when the log shows
+    one (``patience`` given), after the command and its children have been stopped.
+
+    Raises
+    ------
+    subprocess.CalledProcessError
+        The command failed.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
+    try:
+        while True:
+            try:
+                rc = proc.wait(timeout=poll_s)
+            except subprocess.TimeoutExpired:
+                stall = router2_stall(log.read_text(errors="replace"), patience) if (
+                    patience and log.is_file()) else None
+                if stall is not None:
+                    _stop(proc)
+                    return stall
+                continue
+            if rc != 0:
+                raise subprocess.CalledProcessError(rc, cmd)
+            return None
+    except BaseException:
+        _stop(proc)                 # an interrupt or an error here must not leave nextpnr running
+        raise
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -1,0 +1,78 @@
+"""The place-and-route watch: router2's stall is read from the nextpnr log, and the run is stopped."""
+
+import subprocess
+import time
+
+import pytest
+
+from npuforge.hw.soc.report import render_markdown
+from npuforge.hw.soc.router_watch import RouterStall, router2_stall, run_watched
+
+# Overused wires per router2 iteration of a real run that did not converge: the ulx3s-8x8 SoC at 25 MHz
+# (requantiser window), nextpnr 0.11.1, seed 1. Fewest at iteration 24, then rising.
+STALLED = [62837, 42377, 29041, 19802, 14574, 10826, 8754, 7588, 6543, 5664, 5015, 4410, 3980, 3638, 3222, 2925,
+           2687, 2402, 2467, 2334, 2304, 2106, 2119, 2023, 2133, 2142, 2155, 2314, 2591, 2734, 2666, 2925, 2961,
+           3250, 3338]
+
+
+def _log(counts, first=1):
+    lines = ["Info: Routing globals...", "Info: Running main router loop..."]
+    lines += [f"Info:     iter={i} wires={700000 + i} overused={c} overuse={c + 9} archfail=NA"
+              for i, c in enumerate(counts, first)]
+    return "\n".join(lines) + "\n"
+
+
+def test_stall_is_patience_iterations_past_the_fewest_overused_wires():
+    log = _log(STALLED)
+    assert router2_stall(log, 12) is None                       # 11 iterations since iteration 24
+    stall = router2_stall(log, 11)
+    assert stall == RouterStall(iteration=35, overused=3338, best_iteration=24, best_overused=2023, patience=11)
+    assert str(stall).startswith("nextpnr's router2 stopped converging: 3338 overused wires at iteration 35, "
+                                 "none fewer than 2023 (iteration 24) in the 11 iterations since")
+    assert router2_stall(log + _log([2022], first=36), 11) is None      # a new lowest count resets it
+
+
+def test_no_stall_while_converging_or_before_routing():
+    assert router2_stall(_log([900 - 30 * i for i in range(30)]), 5) is None
+    assert router2_stall("Info: Placed 120 cells based on constraints.\n", 1) is None
+    assert router2_stall(_log([5, 5, 5, 5]), 3) == RouterStall(4, 5, 1, 5, 3)    # equal is not fewer
+
+
+def _script(tmp_path, body):
+    path = tmp_path / "build.sh"
+    path.write_text("set -e\n" + body)
+    return ["sh", str(path)]
+
+
+def test_run_watched_stops_a_stalled_router_and_its_children(tmp_path):
+    # A script that logs router2 lines as nextpnr does and would go on for a minute: stopped at the stall.
+    log = tmp_path / "top.tim"
+    lines = "".join(f"echo 'Info:     iter={i} wires=1 overused={c} overuse={c}' >> {log}; sleep 0.05\n"
+                    for i, c in enumerate([40, 30, 20, 25, 26, 27, 28, 29], 1))
+    cmd = _script(tmp_path, f"sleep 60 & echo $! > {tmp_path}/child\n" + lines + "wait\n")
+    t0 = time.monotonic()
+    stall = run_watched(cmd, tmp_path, {"PATH": "/usr/bin:/bin"}, log, patience=5, poll_s=0.2)
+    assert time.monotonic() - t0 < 20
+    assert stall == RouterStall(iteration=8, overused=29, best_iteration=3, best_overused=20, patience=5)
+    child = int((tmp_path / "child").read_text())
+    time.sleep(0.2)
+    assert subprocess.run(["kill", "-0", str(child)], capture_output=True).returncode != 0, "child left running"
+
+
+def test_run_watched_returns_or_raises_as_the_command_ends(tmp_path):
+    log = tmp_path / "top.tim"
+    ok = _script(tmp_path, f"echo 'Info:     iter=1 wires=1 overused=0 overuse=0' > {log}\n")
+    assert run_watched(ok, tmp_path, {"PATH": "/usr/bin:/bin"}, log, patience=1, poll_s=0.1) is None
+    with pytest.raises(subprocess.CalledProcessError):
+        run_watched(_script(tmp_path, "exit 3\n"), tmp_path, {"PATH": "/usr/bin:/bin"}, log, 1, poll_s=0.1)
+
+
+def test_report_of_a_stopped_route_says_so():
+    report = {"board": "ulx3s", "device": "d", "config": "c", "config_hash": "0" * 16, "clock_requested_mhz": 25.0,
+              "baud": 1, "dram_bytes": 1, "fits": True, "timing_met": None, "fmax_mhz": None, "resources": {},
+              "memories": [], "problems": [str(RouterStall(35, 3338, 24, 2023, 11))], "bitstream": None,
+              "stopped_at": "routing"}
+    md = render_markdown(report)
+    assert "Fits; **not routed** (place and route stopped):" in md
+    assert "- nextpnr's router2 stopped converging: 3338 overused wires at iteration 35" in md
+    assert "- bitstream: none (not built)" in md
