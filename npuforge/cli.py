@@ -236,7 +236,7 @@ def cmd_bitstream(args) -> int:
         result = build_bitstream(board.name, cfg, args.output, baud=args.baud, dram_bytes=args.dram_bytes,
                                  clock_hz=clock, seed=args.seed, link_only=args.link_only,
                                  breakdown=args.breakdown, router=args.router,
-                                 router_patience=args.router_patience or None)
+                                 router_patience=args.router_patience or None, seed_tries=args.seed_tries)
     except FitError as e:
         print(f"npuforge: does not fit: {e}", file=sys.stderr)
         if not args.or_link_only or args.link_only:
@@ -246,7 +246,7 @@ def cmd_bitstream(args) -> int:
         out = f"{args.output.rstrip('/')}-link" if args.output else None
         result = build_bitstream(board.name, cfg, out, baud=args.baud, dram_bytes=args.dram_bytes, clock_hz=clock,
                                  seed=args.seed, link_only=True, router=args.router,
-                                 router_patience=args.router_patience or None)
+                                 router_patience=args.router_patience or None, seed_tries=args.seed_tries)
         print(f"NPU core: does not fit the {board.name}, see {Path(e.report['out_dir']) / 'report.md'}")
     r = result.report
     timing = "meets timing" if r["timing_met"] else "FAILS timing"
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nextpnr's router (default: the board's; the ULX3S asks for router2)")
     p.add_argument("--router-patience", type=int, default=20, metavar="N",
                    help="stop when router2 has gone N iterations without fewer overused wires (0: never)")
+    p.add_argument("--seed-tries", type=int, default=3, metavar="K",
+                   help="when router2 stops converging, place and route again with the next seed, K seeds in all")
     p.add_argument("--link-only", action="store_true",
                    help="the bring-up SoC without the NPU core (UART, host link, on-chip DRAM)")
     p.add_argument("--or-link-only", action="store_true",

@@ -132,10 +132,35 @@ def _write_report(out: Path, report: dict) -> None:
     (out / "report.md").write_text(render_markdown(report))
 
 
+def _place_and_route(out: Path, env: dict, log: Path, seed: int, seed_tries: int, patience: int | None,
+                     say) -> tuple[int, dict]:
+    """Run the build script (nextpnr, the packer) under the router watch, with ``seed``, then the next
+    seeds while router2 stalls: (the last seed run, {seed: RouterStall} of the seeds that stalled)."""
+    script = out / "build_top.sh"
+    stalls = {}
+    for try_seed in range(seed, seed + max(1, seed_tries)):
+        if try_seed != seed:
+            say(f"router2 stopped converging with seed {try_seed - 1}; placing and routing again with seed {try_seed}")
+            text = script.read_text()
+            if f"--seed {try_seed - 1} " not in text:
+                raise FlowError(f"{script} has no '--seed {try_seed - 1}' to change")
+            script.write_text(text.replace(f"--seed {try_seed - 1} ", f"--seed {try_seed} ", 1))
+            log.replace(out / f"top.seed{try_seed - 1}.tim")     # the stalled run's log, kept
+        try:
+            stall = run_watched(["sh", script.name], out, env, log, patience)
+        except subprocess.CalledProcessError as e:
+            tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+            raise FlowError(f"place and route failed ({e}); log: {log}\n{tail}") from None
+        if stall is None:
+            break
+        stalls[try_seed] = stall
+    return try_seed, stalls
+
+
 def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200, dram_bytes: int | None = None,
                     clock_hz: int | None = None, seed: int = 1, link_only: bool = False,
                     breakdown: bool = False, router: str | None = None, router_patience: int | None = 20,
-                    quiet: bool = False) -> BuildResult:
+                    seed_tries: int = 3, quiet: bool = False) -> BuildResult:
     """Synthesise, check the fit, place, route and pack the SoC for a board.
 
     Parameters
@@ -153,6 +178,9 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         Requested core clock (default: ``config.clock_mhz`` on a board with a PLL, else the oscillator).
     seed : int
         nextpnr's placement seed (same seed, same bitstream).
+    seed_tries : int
+        When router2 stops converging (``router_patience``), place and route again with the
+        next seed, up to this many seeds in all (``seed``, ``seed + 1``, ...).
     link_only : bool
         Build the link-only bring-up SoC (UART, host link, on-chip DRAM; no NPU core) into
         ``<out_dir>-link``: for boards the core does not fit, to check the flow and the link.
@@ -270,18 +298,18 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
     env_pnr = dict(env, YOSYS="true")       # synthesis already ran: the script's Yosys step is skipped
     t0 = time.perf_counter()
     log = out / "top.tim"
-    try:
-        stall = run_watched(["sh", "build_top.sh"], out, env_pnr, log, router_patience)
-    except subprocess.CalledProcessError as e:
-        tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
-        raise FlowError(f"place and route failed ({e}); log: {log}\n{tail}") from None
+    try_seed, stalls = _place_and_route(out, env_pnr, log, seed, seed_tries, router_patience, say)
+    stall = stalls.get(try_seed)
     report["times_s"]["pnr"] = round(time.perf_counter() - t0, 1)
+    report["seed"] = try_seed
+    if stalls:
+        report["router_stalls"] = {str(k): v.__dict__ for k, v in stalls.items()}
     if stall is not None:
         report["stopped_at"] = "routing"
-        report["problems"] = [str(stall)]
-        report["router_stall"] = stall.__dict__
+        report["problems"] = [f"seed {k}: {v}" for k, v in stalls.items()]
         _write_report(out, report)
-        raise FlowError(f"place and route stopped: {stall}; log: {log}, report: {out / 'report.md'}")
+        raise FlowError(f"place and route stopped, router2 did not converge with seeds {seed} to {try_seed}: "
+                        f"{stall}; log: {log}, report: {out / 'report.md'}")
     pnr = json.loads((out / "top.report.json").read_text())
     fmax = pnr.get("fmax", {})
     if fmax:

@@ -82,6 +82,9 @@ def render_markdown(report: dict) -> str:
         timing = {True: "meets timing", False: "**fails timing**", None: "timing not analysed"}[r["timing_met"]]
         fmax = f"{r['fmax_mhz']} MHz" if r["fmax_mhz"] is not None else "n/a"
         lines += [f"Fits; {timing}: Fmax {fmax} for {r['clock_requested_mhz']:g} MHz requested.", ""]
+    if r.get("router_stalls") and r["bitstream"]:
+        lines += [f"- nextpnr seed {r['seed']}: router2 stopped converging with seed "
+                  + ", ".join(r["router_stalls"]) + " (`router_stalls` in report.json)"]
     lines += [f"- config hash `{r['config_hash']}`, UART {r['baud']} baud, on-chip DRAM {r['dram_bytes']} bytes",
               (f"- bitstream: `{r['bitstream']}` ({r.get('bitstream_bytes')} bytes)" if r["bitstream"]
                else "- bitstream: none (not built)"), ""]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 __all__ = ["RouterStall", "router2_stall", "run_watched"]
 
+POLL_S = 10.0       # seconds between two reads of the log
+
 _ITER = re.compile(r"\biter=(\d+)\s+wires=\d+\s+overused=(\d+)")
 
 
@@ -56,8 +58,8 @@ def router2_stall(log_text: str, patience: int) -> RouterStall | None:
 
 
 def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int | None,
-                poll_s: float = 10.0) -> RouterStall | None:
-    """Run ``cmd`` (the build script) and, every ``poll_s`` seconds, read the nextpnr ``log``.
+                poll_s: float | None = None) -> RouterStall | None:
+    """Run ``cmd`` (the build script) and, every ``poll_s`` seconds (:data:`POLL_S`), read the nextpnr ``log``.
 
     Returns None when the command ends by itself; a :class:`RouterStall` when the log shows
     one (``patience`` given), after the command and its children have been stopped.
@@ -71,7 +73,7 @@ def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int |
     try:
         while True:
             try:
-                rc = proc.wait(timeout=poll_s)
+                rc = proc.wait(timeout=poll_s or POLL_S)
             except subprocess.TimeoutExpired:
                 stall = router2_stall(log.read_text(errors="replace"), patience) if (
                     patience and log.is_file()) else None

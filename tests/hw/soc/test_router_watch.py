@@ -85,3 +85,45 @@ def test_report_of_a_stopped_route_says_so():
     assert "Fits; **not routed** (place and route stopped):" in md
     assert "- nextpnr's router2 stopped converging: 3338 overused wires at iteration 35" in md
     assert "- bitstream: none (not built)" in md
+
+
+# A build script as amaranth writes it, calling a stand-in for nextpnr that stalls with seed 1 (and would run a
+# minute more) and routes with any other seed.
+FAKE_PNR = """seed=$2; i=0
+if [ "$seed" = 1 ]; then
+  for c in 9 5 6 7 8; do i=$((i + 1)); echo "Info:     iter=$i wires=1 overused=$c overuse=$c" >> top.tim; done
+  sleep 60
+fi
+echo "Info:     iter=1 wires=1 overused=0 overuse=0" > top.tim
+echo "seed $seed" > top.bit
+"""
+
+
+@pytest.mark.parametrize("tries", [1, 2])
+def test_place_and_route_tries_the_next_seed_after_a_stall(tmp_path, monkeypatch, tries):
+    import npuforge.hw.soc.router_watch as watch
+    from npuforge.hw.soc.build import _place_and_route
+    monkeypatch.setattr(watch, "POLL_S", 0.1)
+    (tmp_path / "fake_pnr.sh").write_text(FAKE_PNR)
+    (tmp_path / "build_top.sh").write_text("set -e\nsh fake_pnr.sh --seed 1 --log top.tim\n")
+    said = []
+    seed, stalls = _place_and_route(tmp_path, {"PATH": "/usr/bin:/bin"}, tmp_path / "top.tim", 1, tries, 3,
+                                    said.append)
+    assert stalls == {1: RouterStall(iteration=5, overused=8, best_iteration=2, best_overused=5, patience=3)}
+    if tries == 1:
+        assert seed == 1 and not (tmp_path / "top.bit").exists() and said == []
+    else:
+        assert seed == 2 and (tmp_path / "top.bit").read_text() == "seed 2\n"
+        assert "--seed 2 " in (tmp_path / "build_top.sh").read_text()
+        assert "overused=8" in (tmp_path / "top.seed1.tim").read_text()      # the stalled run's log, kept
+        assert "overused=0" in (tmp_path / "top.tim").read_text()
+        assert said == ["router2 stopped converging with seed 1; placing and routing again with seed 2"]
+
+
+def test_report_names_the_seeds_that_stalled_before_the_one_that_routed():
+    report = {"board": "ulx3s", "device": "d", "config": "c", "config_hash": "0" * 16, "clock_requested_mhz": 25.0,
+              "baud": 1, "dram_bytes": 1, "fits": True, "timing_met": True, "fmax_mhz": 27.5, "resources": {},
+              "memories": [], "problems": [], "bitstream": "top.bit", "seed": 3,
+              "router_stalls": {"1": {}, "2": {}}}
+    assert "- nextpnr seed 3: router2 stopped converging with seed 1, 2 (`router_stalls` in report.json)" in \
+        render_markdown(report)
