@@ -3,10 +3,12 @@
 router2 (negotiated congestion) reports one line per iteration in the nextpnr log,
 ``iter=N wires=W overused=O overuse=U ...``, and keeps iterating while any wire is overused,
 with no limit of its own. On a congested netlist the overused count falls for a few dozen
-iterations, reaches a lowest value and then drifts up again for hours (docs/fpga.md). The
-flow therefore reads the log while nextpnr runs and stops the run once ``patience``
-iterations have passed without a new lowest count; the build then fails with the counts,
-rather than not ending.
+iterations, reaches a lowest value in the thousands and then climbs again for hours
+(docs/fpga.md); on a routable one it falls to tens of wires and may hover there for dozens of
+fast iterations before it reaches zero. The flow therefore reads the log while nextpnr runs
+and stops the run once ``patience`` iterations have passed since the lowest count and the
+count has climbed well above it (by half of it, and by at least ``_RISE_MIN`` wires); the
+build then fails with the counts, rather than not ending.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ __all__ = ["RouterStall", "router2_stall", "run_watched"]
 
 POLL_S = 10.0       # seconds between two reads of the log
 
+_RISE_MIN = 100     # a climb of fewer wires than this above the lowest count is the endgame, not a stall
+
 _ITER = re.compile(r"\biter=(\d+)\s+wires=\d+\s+overused=(\d+)")
 
 
 @dataclass(frozen=True)
 class RouterStall:
-    """router2 went ``patience`` iterations past its lowest overused count without beating it."""
+    """router2 went ``patience`` iterations past its lowest overused count and climbed well above it."""
     iteration: int          # the last iteration logged
     overused: int           # its overused wires
     best_iteration: int     # the iteration with the fewest overused wires
@@ -44,7 +48,8 @@ class RouterStall:
 def router2_stall(log_text: str, patience: int) -> RouterStall | None:
     """The stall in a nextpnr log, or None while router2 still converges (or has not started).
 
-    A stall is ``patience`` iterations logged after the one with the fewest overused wires.
+    A stall is ``patience`` iterations logged after the one with the fewest overused wires, the
+    last of them with at least half as many again, and at least ``_RISE_MIN`` more.
     """
     best = last = None
     for m in _ITER.finditer(log_text):
@@ -52,7 +57,7 @@ def router2_stall(log_text: str, patience: int) -> RouterStall | None:
         if best is None or over < best[1]:
             best = (it, over)
         last = (it, over)
-    if last is None or last[0] - best[0] < patience:
+    if last is None or last[0] - best[0] < patience or last[1] < best[1] + max(best[1] // 2, _RISE_MIN):
         return None
     return RouterStall(last[0], last[1], best[0], best[1], patience)
 
