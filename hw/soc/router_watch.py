@@ -62,9 +62,8 @@ def router2_stall(log_text: str, patience: int) -> RouterStall | None:
     return RouterStall(last[0], last[1], best[0], best[1], patience)
 
 
-def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int | None,
-                poll_s: float | None = None) -> RouterStall | None:
-    """Run ``cmd`` (the build script) and, every ``poll_s`` seconds (:data:`POLL_S`), read the nextpnr ``log``.
+def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int | None) -> RouterStall | None:
+    """Run ``cmd`` (the build script) and, every :data:`POLL_S` seconds, read the nextpnr ``log``.
 
     Returns None when the command ends by itself; a :class:`RouterStall` when the log shows
     one (``patience`` given), after the command and its children have been stopped.
@@ -78,7 +77,7 @@ def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int |
     try:
         while True:
             try:
-                rc = proc.wait(timeout=poll_s or POLL_S)
+                rc = proc.wait(timeout=POLL_S)
             except subprocess.TimeoutExpired:
                 stall = router2_stall(log.read_text(errors="replace"), patience) if (
                     patience and log.is_file()) else None

@@ -53,20 +53,26 @@ def test_no_stall_while_converging_or_before_routing():
     assert router2_stall(_log([500, 750, 750, 750]), 3) == RouterStall(4, 750, 1, 500, 3)
 
 
+@pytest.fixture
+def fast_poll(monkeypatch):
+    import npuforge.hw.soc.router_watch as watch
+    monkeypatch.setattr(watch, "POLL_S", 0.1)
+
+
 def _script(tmp_path, body):
     path = tmp_path / "build.sh"
     path.write_text("set -e\n" + body)
     return ["sh", str(path)]
 
 
-def test_run_watched_stops_a_stalled_router_and_its_children(tmp_path):
+def test_run_watched_stops_a_stalled_router_and_its_children(tmp_path, fast_poll):
     # A script that logs router2 lines as nextpnr does and would go on for a minute: stopped at the stall.
     log = tmp_path / "top.tim"
     lines = "".join(f"echo 'Info:     iter={i} wires=1 overused={c} overuse={c}' >> {log}; sleep 0.05\n"
                     for i, c in enumerate([4000, 3000, 2000, 2500, 2600, 2700, 2800, 3100], 1))
     cmd = _script(tmp_path, f"sleep 60 & echo $! > {tmp_path}/child\n" + lines + "wait\n")
     t0 = time.monotonic()
-    stall = run_watched(cmd, tmp_path, {"PATH": "/usr/bin:/bin"}, log, patience=5, poll_s=0.2)
+    stall = run_watched(cmd, tmp_path, {"PATH": "/usr/bin:/bin"}, log, patience=5)
     assert time.monotonic() - t0 < 20
     assert stall == RouterStall(iteration=8, overused=3100, best_iteration=3, best_overused=2000, patience=5)
     child = int((tmp_path / "child").read_text())
@@ -83,12 +89,12 @@ def _running(pid):
     return state != "Z"
 
 
-def test_run_watched_returns_or_raises_as_the_command_ends(tmp_path):
+def test_run_watched_returns_or_raises_as_the_command_ends(tmp_path, fast_poll):
     log = tmp_path / "top.tim"
     ok = _script(tmp_path, f"echo 'Info:     iter=1 wires=1 overused=0 overuse=0' > {log}\n")
-    assert run_watched(ok, tmp_path, {"PATH": "/usr/bin:/bin"}, log, patience=1, poll_s=0.1) is None
+    assert run_watched(ok, tmp_path, {"PATH": "/usr/bin:/bin"}, log, patience=1) is None
     with pytest.raises(subprocess.CalledProcessError):
-        run_watched(_script(tmp_path, "exit 3\n"), tmp_path, {"PATH": "/usr/bin:/bin"}, log, 1, poll_s=0.1)
+        run_watched(_script(tmp_path, "exit 3\n"), tmp_path, {"PATH": "/usr/bin:/bin"}, log, 1)
 
 
 def test_report_of_a_stopped_route_says_so():
@@ -117,10 +123,8 @@ echo "seed $seed" > top.bit
 
 
 @pytest.mark.parametrize("tries", [1, 2])
-def test_place_and_route_tries_the_next_seed_after_a_stall(tmp_path, monkeypatch, tries):
-    import npuforge.hw.soc.router_watch as watch
+def test_place_and_route_tries_the_next_seed_after_a_stall(tmp_path, fast_poll, tries):
     from npuforge.hw.soc.build import _place_and_route
-    monkeypatch.setattr(watch, "POLL_S", 0.1)
     (tmp_path / "fake_pnr.sh").write_text(FAKE_PNR)
     (tmp_path / "build_top.sh").write_text("set -e\nsh fake_pnr.sh --seed 1 --log top.tim\n")
     said = []
