@@ -17,6 +17,8 @@ import os
 import re
 import signal
 import subprocess
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +75,11 @@ def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int |
     subprocess.CalledProcessError
         The command failed.
     """
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
+    with _terminate_raises():
+        return _watch(subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True), cmd, log, patience)
+
+
+def _watch(proc: subprocess.Popen, cmd: list[str], log: Path, patience: int | None) -> RouterStall | None:
     try:
         while True:
             try:
@@ -91,6 +97,29 @@ def run_watched(cmd: list[str], cwd: Path, env: dict, log: Path, patience: int |
     except BaseException:
         _stop(proc)                 # an interrupt or an error here must not leave nextpnr running
         raise
+
+
+@contextmanager
+def _terminate_raises():
+    """SIGTERM and SIGHUP raise SystemExit while the command runs (where no handler of the caller's is set).
+
+    The command runs in a session of its own, out of reach of the signals that stop the flow; by
+    default those signals would end Python without its cleanup and leave nextpnr running for hours.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def exit_on(signum, frame):
+        raise SystemExit(128 + signum)
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for sig, handler in old.items():
+        if handler == signal.SIG_DFL:
+            signal.signal(sig, exit_on)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -1,6 +1,8 @@
 """The place-and-route watch: router2's stall is read from the nextpnr log, and the run is stopped."""
 
+import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -78,6 +80,23 @@ def test_run_watched_stops_a_stalled_router_and_its_children(tmp_path, fast_poll
     child = int((tmp_path / "child").read_text())
     time.sleep(0.5)
     assert not _running(child), "the script's child was left running"
+
+
+def test_a_terminated_flow_stops_the_command_it_runs(tmp_path):
+    # nextpnr runs in a session of its own: a SIGTERM to the flow (a CI timeout, `kill`) has to stop it too.
+    cmd = _script(tmp_path, f"sleep 60 & echo $! > {tmp_path}/child\nwait\n")
+    flow = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                             "from npuforge.hw.soc.router_watch import run_watched; "
+                             f"run_watched({cmd!r}, Path({str(tmp_path)!r}), {{'PATH': '/usr/bin:/bin'}}, "
+                             f"Path({str(tmp_path / 'top.tim')!r}), 20)"])
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "child").is_file() or not (tmp_path / "child").read_text().strip():
+        assert time.monotonic() < deadline and flow.poll() is None
+        time.sleep(0.1)
+    flow.terminate()
+    assert flow.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert not _running(int((tmp_path / "child").read_text())), "the command's child outlived the flow"
 
 
 def _running(pid):
