@@ -235,7 +235,7 @@ def cmd_bitstream(args) -> int:
     try:
         result = build_bitstream(board.name, cfg, args.output, baud=args.baud, dram_bytes=args.dram_bytes,
                                  clock_hz=clock, seed=args.seed, link_only=args.link_only,
-                                 breakdown=args.breakdown, router=args.router,
+                                 breakdown=args.breakdown, router=args.router, placer=args.placer,
                                  router_patience=args.router_patience or None, seed_tries=args.seed_tries)
     except FitError as e:
         print(f"npuforge: does not fit: {e}", file=sys.stderr)
@@ -245,7 +245,7 @@ def cmd_bitstream(args) -> int:
               f"(UART, host link, on-chip DRAM; it cannot run bundles)", file=sys.stderr)
         out = f"{args.output.rstrip('/')}-link" if args.output else None
         result = build_bitstream(board.name, cfg, out, baud=args.baud, dram_bytes=args.dram_bytes, clock_hz=clock,
-                                 seed=args.seed, link_only=True, router=args.router,
+                                 seed=args.seed, link_only=True, router=args.router, placer=args.placer,
                                  router_patience=args.router_patience or None, seed_tries=args.seed_tries)
         print(f"NPU core: does not fit the {board.name}, see {Path(e.report['out_dir']) / 'report.md'}")
     r = result.report
@@ -424,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     p.add_argument("--router", choices=("router1", "router2"),
                    help="nextpnr's router (default: the board's; the ULX3S asks for router2)")
+    p.add_argument("--placer", choices=("heap", "static", "sa"),
+                   help="nextpnr's placer (default: the board's; the ULX3S asks for static)")
     p.add_argument("--router-patience", type=int, default=20, metavar="N",
                    help="stop when router2 has gone N iterations without fewer overused wires (0: never)")
     p.add_argument("--seed-tries", type=int, default=3, metavar="K",

@@ -78,7 +78,8 @@ BOARDS: dict[str, Board] = {
                "TRELLIS_DPR16X4": "LUT"},
         bitstream="top.bit", input_clock_hz=25_000_000, default_config="configs/ulx3s-8x8.yaml",
         dram_bytes=65536, led_count=4, pll=True, soft_multiply_bits=9,
-        nextpnr_opts=("--router", "router2"),   # router1 does not converge on the 8x8 point
+        # On the 8x8 point router1 does not converge, nor router2 on heap's placement (docs/fpga.md).
+        nextpnr_opts=("--router", "router2", "--placer", "static"),
         block_pnr_args=("--85k", "--package", "CABGA381", "--speed", "6", "--out-of-context"),
         notes="BRAM = 18 Kbit DP16KD; DSP = MULT18X18D; a TRELLIS_DPR16X4 (distributed RAM) is counted as LUTs"),
 }

@@ -93,17 +93,23 @@ def tool_env() -> dict:
     return env
 
 
-def _nextpnr_opts(board, router: str | None) -> list[str]:
-    """The board's extra nextpnr arguments, with ``router`` (if given) in place of its router."""
+ROUTERS = ("router1", "router2")
+PLACERS = ("heap", "static", "sa")
+
+
+def _nextpnr_opts(board, router: str | None = None, placer: str | None = None) -> list[str]:
+    """The board's extra nextpnr arguments, with ``router`` and ``placer`` (if given) in place of its own."""
     opts = list(board.nextpnr_opts)
-    if router is None:
-        return opts
-    if router not in ("router1", "router2"):
-        raise ValueError(f"router must be 'router1' or 'router2', not {router!r}")
-    if "--router" in opts:
-        i = opts.index("--router")
-        del opts[i:i + 2]
-    return opts + ["--router", router]
+    for flag, value, choices in (("--router", router, ROUTERS), ("--placer", placer, PLACERS)):
+        if value is None:
+            continue
+        if value not in choices:
+            raise ValueError(f"{flag[2:]} must be one of {', '.join(choices)}, not {value!r}")
+        if flag in opts:
+            i = opts.index(flag)
+            del opts[i:i + 2]
+        opts += [flag, value]
+    return opts
 
 
 def _versions() -> dict:
@@ -159,7 +165,8 @@ def _place_and_route(out: Path, env: dict, log: Path, seed: int, seed_tries: int
 
 def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200, dram_bytes: int | None = None,
                     clock_hz: int | None = None, seed: int = 1, link_only: bool = False,
-                    breakdown: bool = False, router: str | None = None, router_patience: int | None = 20,
+                    breakdown: bool = False, router: str | None = None, placer: str | None = None,
+                    router_patience: int | None = 20,
                     seed_tries: int = 3, quiet: bool = False) -> BuildResult:
     """Synthesise, check the fit, place, route and pack the SoC for a board.
 
@@ -192,6 +199,9 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
     router : {"router1", "router2"}, optional
         nextpnr's router, in place of the board's (``Board.nextpnr_opts``): no one router routes
         every design point (docs/fpga.md).
+    placer : {"heap", "static", "sa"}, optional
+        nextpnr's placer, in place of the board's (the ULX3S asks for ``static``: the 8x8 SoC
+        placed by ``heap`` did not finish routing, docs/fpga.md).
     router_patience : int, optional
         Stop place and route once router2 has gone this many iterations without a new lowest
         count of overused wires (:mod:`~npuforge.hw.soc.router_watch`); None never stops it.
@@ -209,7 +219,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         A tool failed, or router2 stopped converging (``report.json`` then says where).
     """
     board = get_board(board_name)
-    pnr_opts = _nextpnr_opts(board, router)
+    pnr_opts = _nextpnr_opts(board, router, placer)
     dram_bytes = int(dram_bytes or min(board.dram_bytes, config.dram_bytes))
     if clock_hz is None:
         clock_hz = int(config.clock_mhz * 1e6) if board.pll else board.input_clock_hz
@@ -229,7 +239,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         "variant": "link-only (no NPU core)" if link_only else "npu", "out_dir": str(out),
         "clock_requested_mhz": clock_hz / 1e6, "baud": baud, "dram_bytes": dram_bytes,
         "command": f"npuforge bitstream --board {board.name} -c <config of {config.name}> --baud {baud}"
-                   + (" --link-only" if link_only else "") + (f" --router {router}" if router else ""),
+                   + (" --link-only" if link_only else "") + (f" --router {router}" if router else "") + (f" --placer {placer}" if placer else ""),
         "nextpnr_opts": pnr_opts,
         "fits": None, "timing_met": None, "fmax_mhz": None, "resources": {}, "memories": [],
         "problems": [], "stopped_at": None, "bitstream": None, "times_s": {}, "versions": _versions(),

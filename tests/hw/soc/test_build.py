@@ -98,12 +98,15 @@ def test_cli_bitstream_and_board_errors(tmp_path, capsys):
     assert "no such bundle folder" in capsys.readouterr().err
 
 
-def test_router_option_replaces_the_boards_router():
+def test_router_and_placer_options_replace_the_boards_own():
     from npuforge.hw.soc.boards import get_board
     from npuforge.hw.soc.build import _nextpnr_opts
     ulx3s, icebreaker = get_board("ulx3s"), get_board("icebreaker")
-    assert _nextpnr_opts(ulx3s, None) == ["--router", "router2"]
-    assert _nextpnr_opts(ulx3s, "router1") == ["--router", "router1"]
-    assert _nextpnr_opts(icebreaker, None) == [] and _nextpnr_opts(icebreaker, "router2") == ["--router", "router2"]
-    with pytest.raises(ValueError, match="router must be 'router1' or 'router2', not 'router3'"):
+    assert _nextpnr_opts(ulx3s) == ["--router", "router2", "--placer", "static"]
+    assert _nextpnr_opts(ulx3s, "router1") == ["--placer", "static", "--router", "router1"]
+    assert _nextpnr_opts(ulx3s, None, "heap") == ["--router", "router2", "--placer", "heap"]
+    assert _nextpnr_opts(icebreaker) == [] and _nextpnr_opts(icebreaker, "router2") == ["--router", "router2"]
+    with pytest.raises(ValueError, match="router must be one of router1, router2, not 'router3'"):
         _nextpnr_opts(ulx3s, "router3")
+    with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'analytic'"):
+        _nextpnr_opts(ulx3s, None, "analytic")
