@@ -166,8 +166,7 @@ def _place_and_route(out: Path, env: dict, log: Path, seed: int, seed_tries: int
 def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200, dram_bytes: int | None = None,
                     clock_hz: int | None = None, seed: int = 1, link_only: bool = False,
                     breakdown: bool = False, router: str | None = None, placer: str | None = None,
-                    router_patience: int | None = 20,
-                    seed_tries: int = 3, quiet: bool = False) -> BuildResult:
+                    router_patience: int | None = 20, seed_tries: int = 3, quiet: bool = False) -> BuildResult:
     """Synthesise, check the fit, place, route and pack the SoC for a board.
 
     Parameters
@@ -239,7 +238,8 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         "variant": "link-only (no NPU core)" if link_only else "npu", "out_dir": str(out),
         "clock_requested_mhz": clock_hz / 1e6, "baud": baud, "dram_bytes": dram_bytes,
         "command": f"npuforge bitstream --board {board.name} -c <config of {config.name}> --baud {baud}"
-                   + (" --link-only" if link_only else "") + (f" --router {router}" if router else "") + (f" --placer {placer}" if placer else ""),
+                   + (" --link-only" if link_only else "") + (f" --router {router}" if router else "")
+                   + (f" --placer {placer}" if placer else ""),
         "nextpnr_opts": pnr_opts,
         "fits": None, "timing_met": None, "fmax_mhz": None, "resources": {}, "memories": [],
         "problems": [], "stopped_at": None, "bitstream": None, "times_s": {}, "versions": _versions(),
