@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .boards import BoardTop, get_board, make_platform
 from .fit import fit_problems, memory_plan, plan_usage, usage_from_stat
-from .report import critical_path, render_markdown
+from .report import critical_path, render_markdown, widest_nets
 from .router_watch import run_watched
 
 __all__ = ["build_bitstream", "BuildResult", "FitError", "FlowError", "default_out_dir", "tool_env"]
@@ -298,6 +298,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         raise FitError(f"{config.name} does not fit the {board.device} ({board.name}) after synthesis: "
                        + "; ".join(problems) + f" (report: {out / 'report.md'}); not placed", report)
     report["fits"] = True
+    report["widest_nets"] = widest_nets(json.loads((out / "top.json").read_text()))
     if breakdown and not link_only:
         say("synthesising each block on its own" + (", and placing and routing it alone" if board.block_pnr_args
                                                      else "") + "...")

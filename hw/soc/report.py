@@ -1,8 +1,11 @@
-"""The Markdown form of a bitstream build's ``report.json`` (:func:`render_markdown`)."""
+"""The Markdown form of a bitstream build's ``report.json`` (:func:`render_markdown`), and the
+summaries it shows: the critical path, the widest nets."""
 
 from __future__ import annotations
 
-__all__ = ["render_markdown", "critical_path"]
+from collections import Counter
+
+__all__ = ["render_markdown", "critical_path", "widest_nets"]
 
 
 def _block(cell: str) -> str | None:
@@ -48,6 +51,41 @@ def critical_path(pnr: dict) -> dict | None:
             blocks.append(block)
     return {"total_ns": round(total, 2), "logic_ns": round(total - routing, 2), "routing_ns": round(routing, 2),
             "start": path[0]["from"]["cell"], "end": path[-1]["to"]["cell"], "blocks": blocks}
+
+
+def _scope(cell: str, levels: int = 4) -> str:
+    """The module a synthesised cell is in (its name less the last part), at most ``levels`` deep."""
+    return ".".join(cell.split(".")[:-1][:levels]) or "top"
+
+
+def widest_nets(netlist: dict, count: int = 8) -> list[dict]:
+    """The ``count`` nets of a synthesised netlist (Yosys JSON) with the most sinks, widest first.
+
+    Each: ``sinks`` (cell inputs it drives), ``driver`` (its block, cell type and output port),
+    ``ports`` (sinks by port name, e.g. ``LSR``: a reset; the three commonest) and ``blocks`` (sinks
+    by module, at most four levels deep, the three largest). Blocks come from Yosys's cell names, which ABC takes from
+    a net the cell drives, so a few cells show under a neighbouring block. Only clocks go on the
+    ECP5's global network, so the other wide nets load the fabric's wires (docs/fpga.md).
+    """
+    module = next((m for m in netlist["modules"].values() if m.get("attributes", {}).get("top")),
+                  None) or netlist["modules"]["top"]
+    sinks, driver = {}, {}
+    for name, cell in module["cells"].items():
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell["connections"].items():
+            for bit in bits:
+                if not isinstance(bit, int):
+                    continue            # a constant
+                if dirs.get(port) == "output":
+                    driver[bit] = f"{_scope(name)} ({cell['type']} {port})"
+                elif dirs.get(port) == "input":
+                    sinks.setdefault(bit, []).append((name, port))
+    out = []
+    for bit in sorted(sinks, key=lambda b: (-len(sinks[b]), b))[:count]:
+        ports, blocks = Counter(p for _, p in sinks[bit]), Counter(_scope(c) for c, _ in sinks[bit])
+        out.append({"sinks": len(sinks[bit]), "driver": driver.get(bit, "(top-level port)"),
+                    "ports": dict(ports.most_common(3)), "blocks": dict(blocks.most_common(3))})
+    return out
 
 
 def _pct(used, available) -> str:
@@ -111,6 +149,12 @@ def render_markdown(report: dict) -> str:
         lines += [f"Critical path: {cp['total_ns']} ns ({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing) "
                   f"from `{cp['start']}` to `{cp['end']}`, through " + " -> ".join(cp["blocks"])
                   + " (the whole path is in `top.tim`).", ""]
+    if r.get("widest_nets"):
+        lines += ["## Widest nets (after synthesis)", "", "| sinks | driver | by port | largest blocks |",
+                  "|---:|---|---|---|"]
+        lines += [f"| {n['sinks']} | `{n['driver']}` | " + ", ".join(f"{k} {v}" for k, v in n["ports"].items())
+                  + " | " + ", ".join(f"{k} {v}" for k, v in n["blocks"].items()) + " |" for n in r["widest_nets"]]
+        lines.append("")
     if r.get("breakdown"):
         from .breakdown import render_breakdown
         lines += ["## Where the resources go (each block synthesised on its own)", "",

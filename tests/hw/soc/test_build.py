@@ -82,6 +82,11 @@ def test_icebreaker_link_only_bitstream_builds(tmp_path):
     assert abs(cp["total_ns"] - 1000 / r["fmax_mhz"]) < 0.5
     assert cp["logic_ns"] + cp["routing_ns"] == pytest.approx(cp["total_ns"], abs=0.02)
     assert "Fmax" in (tmp_path / "report.md").read_text() and "Critical path:" in (tmp_path / "report.md").read_text()
+    widest = r["widest_nets"]                   # the clock first: every flip-flop and block RAM is on it
+    assert len(widest) == 8 and widest[0]["sinks"] >= r["resources"]["FF"]["used"]
+    assert max(widest[0]["ports"], key=widest[0]["ports"].get) == "C"     # SB_DFF* clock input
+    assert [n["sinks"] for n in widest] == sorted((n["sinks"] for n in widest), reverse=True)
+    assert "## Widest nets (after synthesis)" in (tmp_path / "report.md").read_text()
 
 
 def test_cli_bitstream_and_board_errors(tmp_path, capsys):
@@ -110,3 +115,22 @@ def test_router_and_placer_options_replace_the_boards_own():
         _nextpnr_opts(ulx3s, "router3")
     with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'analytic'"):
         _nextpnr_opts(ulx3s, None, "analytic")
+
+
+def test_widest_nets_counts_sinks_by_port_and_block():
+    from npuforge.hw.soc.report import widest_nets
+    ff = {"type": "TRELLIS_FF", "port_directions": {"CLK": "input", "LSR": "input", "DI": "input", "Q": "output"}}
+    cells = {f"soc.core.datapath.compute_engine.r{i}": dict(ff, connections={"CLK": [2], "LSR": [3], "DI": [10 + i],
+                                                                              "Q": [20 + i]}) for i in range(5)}
+    cells |= {f"soc.core.dispatcher.r{i}": dict(ff, connections={"CLK": [2], "LSR": [3], "DI": ["0"], "Q": [30 + i]})
+              for i in range(2)}
+    cells["soc.link.rst_LUT4"] = {"type": "LUT4", "port_directions": {"A": "input", "Z": "output"},
+                                  "connections": {"A": [30], "Z": [3]}}
+    netlist = {"modules": {"top": {"attributes": {"top": "1"}, "cells": cells, "netnames": {}}}}
+    clk, rst = widest_nets(netlist, 2)
+    assert clk == {"sinks": 7, "driver": "(top-level port)", "ports": {"CLK": 7},
+                   "blocks": {"soc.core.datapath.compute_engine": 5, "soc.core.dispatcher": 2}}
+    assert rst == dict(clk, driver="soc.link (LUT4 Z)", ports={"LSR": 7})
+    rest = widest_nets(netlist, 20)[2:]          # one sink each, in the order of their bits: the DI inputs first
+    assert len(rest) == 6 and rest[-1] == {"sinks": 1, "driver": "soc.core.dispatcher (TRELLIS_FF Q)",
+                                           "ports": {"A": 1}, "blocks": {"soc.link": 1}}
