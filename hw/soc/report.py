@@ -61,11 +61,12 @@ def _scope(cell: str, levels: int = 4) -> str:
 def widest_nets(netlist: dict, count: int = 8) -> list[dict]:
     """The ``count`` nets of a synthesised netlist (Yosys JSON) with the most sinks, widest first.
 
-    Each: ``sinks`` (cell inputs it drives), ``driver`` (its block, cell type and output port),
-    ``ports`` (sinks by port name, e.g. ``LSR``: a reset; the three commonest) and ``blocks`` (sinks
-    by module, at most four levels deep, the three largest). Blocks come from Yosys's cell names, which ABC takes from
-    a net the cell drives, so a few cells show under a neighbouring block. Only clocks go on the
-    ECP5's global network, so the other wide nets load the fabric's wires (docs/fpga.md).
+    Each: ``sinks`` (cell inputs it drives), ``driver`` (its module, cell type and output port),
+    ``ports`` (sinks by port name, e.g. ``LSR``: a reset; the three commonest) and ``blocks``
+    (sinks by module, at most four levels deep; the three largest). Modules come from Yosys's cell
+    names, which ABC takes from a net the cell drives, so a few cells show under a neighbouring
+    module. Only clocks go on the ECP5's global network, so the other wide nets load the fabric's
+    wires (docs/fpga.md).
     """
     module = next((m for m in netlist["modules"].values() if m.get("attributes", {}).get("top")),
                   None) or netlist["modules"]["top"]
@@ -77,13 +78,15 @@ def widest_nets(netlist: dict, count: int = 8) -> list[dict]:
                 if not isinstance(bit, int):
                     continue            # a constant
                 if dirs.get(port) == "output":
-                    driver[bit] = f"{_scope(name)} ({cell['type']} {port})"
+                    driver[bit] = (name, cell["type"], port)
                 elif dirs.get(port) == "input":
                     sinks.setdefault(bit, []).append((name, port))
     out = []
     for bit in sorted(sinks, key=lambda b: (-len(sinks[b]), b))[:count]:
         ports, blocks = Counter(p for _, p in sinks[bit]), Counter(_scope(c) for c, _ in sinks[bit])
-        out.append({"sinks": len(sinks[bit]), "driver": driver.get(bit, "(top-level port)"),
+        name, kind, port = driver.get(bit, (None, None, None))
+        out.append({"sinks": len(sinks[bit]),
+                    "driver": f"{_scope(name)} ({kind} {port})" if name else "(top-level port)",
                     "ports": dict(ports.most_common(3)), "blocks": dict(blocks.most_common(3))})
     return out
 
