@@ -28,6 +28,14 @@ Timing
 - ``halt`` stops dispatch in the cycle it is decoded.
 - An error is reported in the cycle its instruction is in decode.
 
+With ``dispatch_stages: 2`` (the board design points) a queue instruction spends one more cycle
+in decode: its first cycle reads its registers and resolves its addresses into registers, and
+from its second cycle it is checked and, with no error, written into its queue as above (so a
+full queue is waited on from the second cycle, and ``ADDR_RANGE`` is reported in the second
+cycle). The checks and the queue write then start from flip-flops, where with 1 they follow the
+block RAM, the register read and the add in the same cycle. Scalar instructions, ``PC_RANGE``
+and ``ILLEGAL_INSTR`` keep their timing.
+
 FPGA implementation
 -------------------
 On a platform that asks for FPGA memories (``npuforge_memory = "fpga"``, the board SoCs) the
@@ -204,12 +212,7 @@ class Dispatcher(wiring.Component):
             cp_dst.eq(reg(cp.dst.reg) + cp.dst.off),
         ]
 
-        # ---- address checks ----------------------------------------------------------------
-        def rows_out(base, count, limit):
-            # [base, base+count) must lie in [0, limit): base > limit - count, where limit - count comes
-            # from the word alone (signed: negative when count > limit), so it is ready before base is.
-            return base > (limit - count)
-
+        # ---- branch checks and the DRAM room ----------------------------------------------
         addr_bad = Signal()
         dbnz_taken = Signal()
         dbnz_bad = Signal()
@@ -233,30 +236,6 @@ class Dispatcher(wiring.Component):
                          room.eq(pre_rp.data)]
         else:
             m.d.comb += room.eq(self._dram_room(m, word, "decoded"))
-        with m.Switch(opv):
-            for op in Opcode:
-                spec = BY_OPCODE[op]
-                if spec.queue == Queue.SCALAR:
-                    continue
-                with m.Case(op.value):
-                    problems = []
-                    if spec.fmt == "dma":
-                        (path, spad, _), = _mem_operands(op)
-                        limit = cfg.spad_rows if spad else cfg.acc_rows
-                        max_len = cfg.spad_row_bytes if spad else cfg.cols
-                        problems = [rows_out(dma_mem, dma.rows, limit), dma.len > max_len,
-                                    (dma.len != 0) & (dma_dram > room)]
-                        m.d.comb += addr_bad.eq((dma.rows != 0) & _any_of(problems))
-                    else:
-                        ops = _mem_operands(op)
-                        for path, spad, rows_source in ops:
-                            base = cp_src if path == "src" else cp_dst
-                            limit = cfg.spad_rows if spad else cfg.acc_rows
-                            if rows_source == "array":
-                                problems.append(rows_out(base, cfg.rows, limit))
-                            else:
-                                problems.append((cp.rows != 0) & rows_out(base, cp.rows, limit))
-                        m.d.comb += addr_bad.eq(_any_of(problems))
 
         # ---- resolved queue entries ---------------------------------------------------------
         dma_entry = Signal(DMA_ENTRY)
@@ -275,8 +254,27 @@ class Dispatcher(wiring.Component):
             cc.accumulate.eq(cp.accumulate), cc.mult.eq(reg(cp.q.qreg)),
             cc.shift.eq(cp.q.shift), cc.zp.eq(cp.q.zp), cc.relu.eq(cp.q.relu),
         ]
-        m.d.comb += [self.load_data.eq(dma_entry), self.store_data.eq(dma_entry),
-                     self.compute_data.eq(cp_entry)]
+
+        # ---- what the checks and the queue write read ---------------------------------------------
+        # dispatch_stages: 1 checks and writes the entries as they are resolved, in one cycle. With 2, a
+        # queue instruction's first cycle in decode registers them (``resolved`` is high from its second
+        # cycle): its checks and its queue write then start from flip-flops, off the block RAM, register
+        # read and add that resolve it.
+        checked = {"op": opv, "mem": dma_mem, "dram": dma_dram, "src": cp_src, "dst": cp_dst, "room": room,
+                   "dma_rows": dma.rows, "dma_len": dma.len, "cp_rows": cp.rows}
+        if cfg.dispatch_stages == 1:
+            resolved = C(1, 1)
+            dma_out, cp_out = dma_entry, cp_entry
+        else:
+            resolved = Signal()
+            regs_of = {name: Signal(v.shape(), name=f"resolved_{name}") for name, v in checked.items()}
+            dma_out, cp_out = Signal(DMA_ENTRY), Signal(COMPUTE_ENTRY)
+            with m.If(~resolved):
+                m.d.sync += [r.eq(checked[name]) for name, r in regs_of.items()]
+                m.d.sync += [dma_out.eq(dma_entry), cp_out.eq(cp_entry)]
+            checked = regs_of
+        m.d.comb += [self.load_data.eq(dma_out), self.store_data.eq(dma_out), self.compute_data.eq(cp_out)]
+        self._address_checks(m, addr_bad, checked)
 
         # ---- execute ------------------------------------------------------------------------
         active = running & ~self.stop
@@ -293,8 +291,8 @@ class Dispatcher(wiring.Component):
         branch_bad = is_op[Opcode.DBNZ] & dbnz_bad
         is_scalar = queue == Queue.SCALAR
         decodes = active & ~pc_bad & ~illegal
-        scalar_ok = decodes & is_scalar & ~branch_bad
-        queue_ok = decodes & ~is_scalar & ~addr_bad
+        scalar_ok = decodes & is_scalar         # a scalar op's writes: each waits only for its own checks
+        queue_ok = decodes & ~is_scalar & resolved & ~addr_bad
         with m.If(active):
             with m.If(pc_bad):
                 m.d.comb += err_code.eq(ErrorCode.PC_RANGE)
@@ -302,7 +300,7 @@ class Dispatcher(wiring.Component):
                 m.d.comb += err_code.eq(ErrorCode.ILLEGAL_INSTR)
             with m.Elif(branch_bad):
                 m.d.comb += err_code.eq(ErrorCode.PC_RANGE)
-            with m.Elif(~is_scalar & addr_bad):
+            with m.Elif(~is_scalar & resolved & addr_bad):
                 m.d.comb += err_code.eq(ErrorCode.ADDR_RANGE)
             with m.If(err_code != ErrorCode.NONE):
                 m.d.comb += [self.error.eq(1), self.error_code.eq(err_code), self.error_pc.eq(pc)]
@@ -312,7 +310,7 @@ class Dispatcher(wiring.Component):
                 m.d.sync += regs[sc.rd].eq(sc.imm)
             with m.If(is_op[Opcode.ADDI] & (sc.rd != 0)):
                 m.d.sync += regs[sc.rd].eq(reg(sc.rs) + sc.imm)
-            with m.If(is_op[Opcode.DBNZ]):
+            with m.If(is_op[Opcode.DBNZ] & ~dbnz_bad):
                 with m.If(sc.rd != 0):
                     m.d.sync += regs[sc.rd].eq(rd_val)
             with m.If(is_op[Opcode.HALT]):
@@ -321,7 +319,7 @@ class Dispatcher(wiring.Component):
             with m.Elif(is_op[Opcode.FENCE]):
                 m.d.comb += [advance.eq(self.all_idle), self.stuck.eq(~self.all_idle)]
             with m.Else():
-                m.d.comb += advance.eq(1)
+                m.d.comb += advance.eq(~branch_bad)
         with m.If(queue_ok):
             with m.Switch(queue):
                 for q, valid, ready in ((Queue.LOAD, self.load_valid, self.load_ready),
@@ -344,14 +342,53 @@ class Dispatcher(wiring.Component):
             for q, ready in ((Queue.LOAD, self.load_ready), (Queue.COMPUTE, self.compute_ready),
                              (Queue.STORE, self.store_ready)):
                 with m.Case(q):
-                    m.d.comb += leaves.eq(ready)
+                    m.d.comb += leaves.eq(ready & resolved)
         m.d.comb += rp.addr.eq(Mux(active & leaves, next_pc, pc))
+        if cfg.dispatch_stages == 2:
+            with m.If(active & ~is_scalar):
+                m.d.sync += resolved.eq(~advance)       # set in the first cycle, cleared as it leaves
 
         with m.If(self.start):
             m.d.comb += rp.addr.eq(0)
             m.d.sync += [pc.eq(0), running.eq(1), halted.eq(0)]
             m.d.sync += [r.eq(0) for r in regs]
+            if cfg.dispatch_stages == 2:
+                m.d.sync += resolved.eq(0)
         return m
+
+    def _address_checks(self, m, addr_bad, v):
+        """``addr_bad``: a queue instruction's rows, lengths or DRAM bytes out of range (``v``: its opcode,
+        resolved addresses, DRAM room and the word's counts)."""
+        cfg = self.config
+
+        def rows_out(base, count, limit):
+            # [base, base+count) must lie in [0, limit): base > limit - count, where limit - count comes
+            # from the word alone (signed: negative when count > limit), so it is ready before base is.
+            return base > (limit - count)
+
+        with m.Switch(v["op"]):
+            for op in Opcode:
+                spec = BY_OPCODE[op]
+                if spec.queue == Queue.SCALAR:
+                    continue
+                with m.Case(op.value):
+                    problems = []
+                    if spec.fmt == "dma":
+                        (path, spad, _), = _mem_operands(op)
+                        limit = cfg.spad_rows if spad else cfg.acc_rows
+                        max_len = cfg.spad_row_bytes if spad else cfg.cols
+                        problems = [rows_out(v["mem"], v["dma_rows"], limit), v["dma_len"] > max_len,
+                                    (v["dma_len"] != 0) & (v["dram"] > v["room"])]
+                        m.d.comb += addr_bad.eq((v["dma_rows"] != 0) & _any_of(problems))
+                    else:
+                        for path, spad, rows_source in _mem_operands(op):
+                            base = v["src"] if path == "src" else v["dst"]
+                            limit = cfg.spad_rows if spad else cfg.acc_rows
+                            if rows_source == "array":
+                                problems.append(rows_out(base, cfg.rows, limit))
+                            else:
+                                problems.append((v["cp_rows"] != 0) & rows_out(base, v["cp_rows"], limit))
+                        m.d.comb += addr_bad.eq(_any_of(problems))
 
     def _dram_room(self, m, word, name):
         """``dram_bytes - ((rows-1)*stride + len*elem_bytes)`` of a DMA word (0 for other words)."""

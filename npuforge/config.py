@@ -97,6 +97,11 @@ class HwConfig:
                             "(each compute command's done one cycle later, and a one-cycle bubble before a slot that "
                             "reads the row the VQUANT slot just before it writes): for FPGA clock rates",
                             1, added=True)
+    dispatch_stages: int = _f(_int_range(1, 2), "stages of a queue instruction's dispatch: 1 resolves its addresses, "
+                              "checks them and writes its queue in one cycle in decode; 2 registers the resolved "
+                              "addresses in its first cycle, and checks them and writes its queue from its second (one "
+                              "cycle more per queue instruction, an ADDR_RANGE error one cycle later): for FPGA clock "
+                              "rates", 1, added=True)
 
     def __post_init__(self):
         for f in fields(self):

@@ -36,8 +36,10 @@ def test_hash_is_stable_and_sensitive():
     assert HwConfig().hash == HwConfig(name="custom").hash
     # Pinned: the hash keys caches, program images and energy tables, so a silent change would orphan them.
     assert a.hash == "c142cc2124fd4c17"
-    # A field added later (vector_stages) counts only away from its default: old hashes stay valid.
+    # A field added later (vector_stages, dispatch_stages) counts only away from its default: old hashes stay valid.
     assert a.replace(vector_stages=1).hash == a.hash and a.replace(vector_stages=2).hash != a.hash
+    assert a.replace(dispatch_stages=1).hash == a.hash and a.replace(dispatch_stages=2).hash != a.hash
+    assert a.replace(dispatch_stages=2).hash != a.replace(vector_stages=2).hash
 
 
 def test_config_is_immutable():

@@ -15,12 +15,18 @@ __all__ = ["kernel_cases", "build_case", "case_config"]
 
 
 def case_config(name: str):
-    """The design points the model is checked on: a preset (``4x4``, ``8x8``, ``16x16``), or one
-    with ``-v2`` (``4x4-v2``): the same with ``vector_stages: 2``, whose bubbles depend on rows."""
+    """The design points the model is checked on: a preset (``4x4``, ``8x8``, ``16x16``), or one with
+    a suffix of FPGA settings: ``-v2`` (``4x4-v2``) sets ``vector_stages: 2``, whose bubbles depend on
+    rows, ``-d2`` sets ``dispatch_stages: 2``, ``-v2d2`` both (the board design points' settings)."""
     from ...config import load_config
-    if name.endswith("-v2"):
-        return load_config(name[:-3]).replace(name=name, vector_stages=2)
-    return load_config(name)
+    preset, _, suffix = name.partition("-")
+    settings = {"": {}, "v2": {"vector_stages": 2}, "d2": {"dispatch_stages": 2},
+                "v2d2": {"vector_stages": 2, "dispatch_stages": 2}}
+    if suffix not in settings:
+        raise ValueError(f"{name!r}: the suffix after the preset is one of "
+                         f"{', '.join(repr(k) for k in settings if k)}, not {suffix!r}")
+    config = load_config(preset)
+    return config.replace(name=name, **settings[suffix]) if suffix else config
 
 
 def kernel_cases(config, quick: bool = False) -> list[tuple[str, str, dict, dict]]:

@@ -97,7 +97,8 @@ class _Sim(DispatchMixin, EngineMixin):
         self.halted = False
         self.disp_next = 0          # the dispatcher runs plain scalars until this cycle
         self.cache = {}
-        self.cur = None             # (pc, resolved Cmd or None) of the queue instruction in decode
+        self.cur = None             # (pc, resolved Cmd or None, why not) of the queue instruction in decode
+        self.two_stage_dispatch = config.dispatch_stages == 2
         self.prio_store = False
         self.c = dict.fromkeys(COUNTER_NAMES, 0)
         self.activity = dict.fromkeys(ACTIVITY_NAMES, 0)
@@ -317,17 +318,21 @@ class _Sim(DispatchMixin, EngineMixin):
                     else:
                         dispatched, new_pc = True, pc + 1
                 elif kind == "queue":
+                    # Its first cycle in decode resolves it; with dispatch_stages: 2 the checks and the
+                    # queue write come from the next cycle on (docs/timing.md section 2).
                     cur = self.cur
+                    resolving = False
                     if cur is None or cur[0] != pc:
                         try:
-                            cmd = entry.resolve(self.regs)
+                            cmd, why = entry.resolve(self.regs), ""
                         except AddrRangeError as e:
-                            cmd = None
-                            d_error = (ErrorCode.ADDR_RANGE, str(e))
-                        self.cur = cur = (pc, cmd)
-                    elif cur[1] is None:
-                        d_error = (ErrorCode.ADDR_RANGE, "address out of range")
-                    if d_error is None:
+                            cmd, why = None, str(e)
+                        self.cur = cur = (pc, cmd, why)
+                        resolving = self.two_stage_dispatch
+                        changed = changed or resolving
+                    if cur[1] is None and not resolving:
+                        d_error = (ErrorCode.ADDR_RANGE, cur[2])
+                    if d_error is None and not resolving:
                         cmd = cur[1]
                         if len(units[cmd.unit].fifo) < self.Dq:
                             dispatched, new_pc = True, pc + 1

@@ -1,6 +1,7 @@
 """Random programs on the RTL and on the reference simulator: identical DRAM, error codes and indices.
 
-``4x4-v2``/``8x8-v2`` are the presets with ``vector_stages: 2`` (forwarding and bubbles).
+``4x4-v2``/``8x8-v2`` are the presets with ``vector_stages: 2`` (forwarding and bubbles), ``-v2d2``
+also with ``dispatch_stages: 2`` (the board design points' settings).
 CI size: 200 short programs per preset (a quarter of them illegal, every illegal case
 included), all in one simulator process per preset. ``--runslow`` adds 2000 per preset.
 """
@@ -49,14 +50,14 @@ def differential(preset: str, count: int, seed: int, size: str = "short") -> col
     return counts
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "4x4-v2d2"])
 def test_random_programs_match_reference(preset):
     counts = differential(preset, 200, seed=0)
     assert counts["legal"] == 150 and len(counts) > 10
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2", "8x8-v2d2"])
 def test_many_random_programs_match_reference(preset):
     differential(preset, 2000, seed=100_000)
     differential(preset, 200, seed=500_000, size="long")

@@ -14,6 +14,7 @@ from npuforge.isa.refsim_units import Machine
 from npuforge.isa.spec import BY_OPCODE, LEGAL_DEPS, ErrorCode, Header, Opcode, Queue, ScalarFmt
 
 CFG = load_config("4x4").replace(queue_depth=4, imem_words=64)
+CFG2 = CFG.replace(dispatch_stages=2)       # a queue instruction resolved in its first cycle, checked in its second
 QUEUE_OPS = [op for op in Opcode if BY_OPCODE[op].queue != Queue.SCALAR]
 
 
@@ -269,24 +270,85 @@ def test_dbnz_sees_every_write(name, writes, taken):
     compare(words, CFG, 0, fpga=True)
 
 
+@pytest.mark.parametrize("cfg", [CFG, CFG2], ids=["d1", "d2"])
 @pytest.mark.parametrize("seed", range(6))
-def test_random_legal_programs(seed):
+def test_random_legal_programs(seed, cfg):
     rng = np.random.default_rng(seed)
-    compare(random_program(rng, CFG, 40), CFG, seed)
+    compare(random_program(rng, cfg, 40), cfg, seed)
 
 
+@pytest.mark.parametrize("cfg", [CFG, CFG2], ids=["d1", "d2"])
 @pytest.mark.parametrize("seed", range(10))
-def test_random_programs_with_errors(seed):
+def test_random_programs_with_errors(seed, cfg):
     rng = np.random.default_rng(100 + seed)
-    compare(random_program(rng, CFG, 30, p_bad=0.08), CFG, seed)
+    compare(random_program(rng, cfg, 30, p_bad=0.08), cfg, seed)
 
 
+@pytest.mark.parametrize("cfg", [CFG, CFG2], ids=["d1", "d2"])
 @pytest.mark.parametrize("seed", range(8))
-def test_fpga_predecode_matches_reference(seed):
+def test_fpga_predecode_matches_reference(seed, cfg):
     # The board form: the same entries, errors and cycles as the reference and as the plain form.
     rng = np.random.default_rng(300 + seed)
-    words = random_program(rng, CFG, 40, p_bad=0.1)
-    assert compare(words, CFG, seed, fpga=True) == compare(words, CFG, seed)
+    words = random_program(rng, cfg, 40, p_bad=0.1)
+    assert compare(words, cfg, seed, fpga=True) == compare(words, cfg, seed)
+
+
+def _queue_ops_and_errors(words, cfg, ready=1):
+    """Run ``words`` with every queue ready (or none, ``ready=0``): the (cycle, pc) of each instruction
+    that leaves decode, the cycles that wait on a full queue, and the (cycle, code, pc) of an error."""
+    dut = Dispatcher(cfg)
+    left, stalls, errors = [], [], []
+
+    async def tb(ctx):
+        for i, w in enumerate(words):
+            ctx.set(dut.imem_we, 1)
+            ctx.set(dut.imem_addr, i)
+            ctx.set(dut.imem_data, w)
+            await ctx.tick()
+        ctx.set(dut.imem_we, 0)
+        for port in (dut.load_ready, dut.compute_ready, dut.store_ready):
+            ctx.set(port, ready)
+        ctx.set(dut.all_idle, 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for cycle in range(1, 30):
+            if ctx.get(dut.dispatched):
+                left.append((cycle, ctx.get(dut.pc)))
+            if ctx.get(dut.full_stall):
+                stalls.append(cycle)
+            if ctx.get(dut.error):
+                errors.append((cycle, ErrorCode(ctx.get(dut.error_code)), ctx.get(dut.error_pc)))
+                return
+            if ctx.get(dut.halted):
+                return
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return left, stalls, errors
+
+
+def test_two_stage_dispatch_timing():
+    # dispatch_stages: 2 gives every queue instruction one more cycle in decode (docs/timing.md section 2):
+    # the scalars around it keep one cycle each, and an ADDR_RANGE error is one cycle later.
+    load = encode(Instruction(Opcode.LOAD_SP, {"sp": (0, 1), "dram": (0, 0), "rows": 1, "len": 1, "stride": 0}))
+    words = [_set(1, 2), load, encode(Instruction(Opcode.NOP)), load, encode(Instruction(Opcode.HALT))]
+    assert _queue_ops_and_errors(words, CFG)[0] == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]
+    assert _queue_ops_and_errors(words, CFG2)[0] == [(1, 0), (3, 1), (4, 2), (6, 3), (7, 4)]
+    # A full queue: waits from the second cycle on, never in the cycle that resolves the instruction.
+    assert _queue_ops_and_errors(words, CFG, ready=0)[1][:2] == [2, 3]
+    assert _queue_ops_and_errors(words, CFG2, ready=0)[1][:2] == [3, 4]
+    bad = encode(Instruction(Opcode.LOAD_SP, {"sp": (0, CFG.spad_rows), "dram": (0, 0), "rows": 1, "len": 1,
+                                              "stride": 0}))
+    words = [_set(1, 2), bad, encode(Instruction(Opcode.HALT))]
+    assert _queue_ops_and_errors(words, CFG)[2] == [(2, ErrorCode.ADDR_RANGE, 1)]
+    assert _queue_ops_and_errors(words, CFG2)[2] == [(3, ErrorCode.ADDR_RANGE, 1)]
+    # An illegal word is still reported in its first cycle.
+    words = [_set(1, 2), load | 1 << 127, encode(Instruction(Opcode.HALT))]
+    assert _queue_ops_and_errors(words, CFG2)[2] == [(2, ErrorCode.ILLEGAL_INSTR, 1)]
 
 
 def _wrap_cases():
@@ -322,12 +384,13 @@ def _wrap_cases():
     yield pytest.param(prog(top - 1, past), True, id="preload wraps past")
 
 
+@pytest.mark.parametrize("cfg", [CFG, CFG2], ids=["d1", "d2"])
 @pytest.mark.parametrize("words,bad", list(_wrap_cases()))
-def test_wrapping_addresses(words, bad):
+def test_wrapping_addresses(words, bad, cfg):
     # Resolved addresses wrap modulo 2**32, in both forms (the board form predecodes part of the checks).
-    _, ref_err = reference_dispatch(words, CFG)
+    _, ref_err = reference_dispatch(words, cfg)
     assert (ref_err is not None) == bad and (not bad or ref_err == (ErrorCode.ADDR_RANGE, 1))
-    assert compare(words, CFG, 1, fpga=True) == compare(words, CFG, 1)
+    assert compare(words, cfg, 1, fpga=True) == compare(words, cfg, 1)
 
 
 @pytest.mark.parametrize("case,code,pc", [
@@ -339,7 +402,8 @@ def test_wrapping_addresses(words, bad):
     ("dram_far", ErrorCode.ADDR_RANGE, 1),
     ("preload", ErrorCode.ADDR_RANGE, 1),
 ])
-def test_error_cases(case, code, pc):
+@pytest.mark.parametrize("cfg", [CFG, CFG2], ids=["d1", "d2"])
+def test_error_cases(case, code, pc, cfg):
     nop = encode(Instruction(Opcode.NOP))
     if case == "zero":
         words = [nop, 0]
@@ -363,7 +427,7 @@ def test_error_cases(case, code, pc):
                                                         "stride": (1 << 24) - 1}))]
     else:
         words = [nop, encode(Instruction(Opcode.PRELOAD, {"sp": (0, CFG.spad_rows - CFG.rows + 1)}))]
-    ref, ref_err = reference_dispatch(words, CFG)
+    ref, ref_err = reference_dispatch(words, cfg)
     assert ref_err == (code, pc)
-    compare(words, CFG, 1)
-    compare(words, CFG, 1, fpga=True)
+    compare(words, cfg, 1)
+    compare(words, cfg, 1, fpga=True)

@@ -44,7 +44,8 @@ TABLE_COLS = ("kind", "op", "unit|rd", "pops|rs", "pushes|imm", "accumulate|targ
               "vector_activity")
 CONFIG_FIELDS = ("rows", "cols", "queue_depth", "token_depth", "dram_bytes_per_cycle", "dram_latency",
                  "imem_words", "spad_rows", "acc_rows", "spad_row_bytes", "dram_bytes", "requant_latency",
-                 "compute_tail", "vector_stages", "op_nop", "op_halt", "op_fence", "op_seti", "op_addi", "op_dbnz",
+                 "compute_tail", "vector_stages", "dispatch_stages", "op_nop", "op_halt", "op_fence", "op_seti",
+                 "op_addi", "op_dbnz",
                  "max_cycles", "log")
 # Stop kinds of machine.cpp (enum Stop).
 (STOP_FINISHED, STOP_DECODE, STOP_FETCH, STOP_BRANCH, STOP_ADDR, STOP_DEADLOCK, STOP_LIMIT,
@@ -204,7 +205,7 @@ def _config_vector(config, max_cycles: int, log: bool) -> np.ndarray:
                   dram_latency=config.dram_latency, imem_words=config.imem_words, spad_rows=config.spad_rows,
                   acc_rows=config.acc_rows, spad_row_bytes=config.spad_row_bytes, dram_bytes=config.dram_bytes,
                   requant_latency=Requant.LATENCY, compute_tail=_compute_tail(config),
-                  vector_stages=config.vector_stages,
+                  vector_stages=config.vector_stages, dispatch_stages=config.dispatch_stages,
                   op_nop=Opcode.NOP.value, op_halt=Opcode.HALT.value, op_fence=Opcode.FENCE.value,
                   op_seti=Opcode.SETI.value, op_addi=Opcode.ADDI.value, op_dbnz=Opcode.DBNZ.value,
                   max_cycles=max_cycles, log=int(log))

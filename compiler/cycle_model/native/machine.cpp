@@ -37,6 +37,7 @@ enum CClass { C_PRELOAD = 0, C_MATMUL = 1, C_VEC1 = 2, C_VEC2 = 3 };
 enum ConfigIdx {
     G_ROWS, G_COLS, G_DQ, G_DT, G_BEAT, G_DRAM_LATENCY, G_IMEM, G_SPAD_ROWS, G_ACC_ROWS,
     G_SPAD_ROW_BYTES, G_DRAM_BYTES, G_REQUANT_LATENCY, G_COMPUTE_TAIL, G_VECTOR_STAGES,
+    G_DISPATCH_STAGES,
     G_OP_NOP, G_OP_HALT, G_OP_FENCE, G_OP_SETI, G_OP_ADDI, G_OP_DBNZ,
     G_MAX_CYCLES, G_LOG,
     CONFIG_LEN
@@ -204,7 +205,7 @@ public:
     i64 pc = 0;
     bool halted = false;
     i64 disp_next = 0;
-    bool has_cur = false; i64 cur_pc = -1; Cmd cur_cmd;
+    bool has_cur = false, cur_ok = true; i64 cur_pc = -1; Cmd cur_cmd;
     bool prio_store = false;
     i64 c[N_COUNTERS] = {0};
     i64 act[N_ACT] = {0};
@@ -515,11 +516,16 @@ public:
                         if (d_error == S_FINISHED) dispatched = true;
                     } else { dispatched = true; new_pc = p + 1; }
                 } else if (r[K_KIND] == KIND_QUEUE) {
+                    // its first cycle resolves it; with dispatch_stages 2 the checks and the write come after
+                    bool resolving = false;
                     if (!has_cur || cur_pc != p) {
                         has_cur = true; cur_pc = p;
-                        if (!resolve(p, cur_cmd)) d_error = S_ADDR;
+                        cur_ok = resolve(p, cur_cmd);
+                        resolving = g[G_DISPATCH_STAGES] == 2;
+                        changed = changed || resolving;
                     }
-                    if (d_error == S_FINISHED) {
+                    if (!cur_ok && !resolving) d_error = S_ADDR;
+                    if (d_error == S_FINISHED && !resolving) {
                         if ((i64)units[cur_cmd.unit].fifo.size() < Dq) { dispatched = true; new_pc = p + 1; write = true; }
                         else full_stall = disp_stuck = true;
                     }

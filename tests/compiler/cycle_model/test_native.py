@@ -29,7 +29,7 @@ def _same(cfg, label, words, dram=None):
     return problems
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2", "4x4-d2", "8x8-v2d2"])
 def test_native_equals_python_on_random_programs(preset):
     cfg = case_config(preset)
     problems = []
@@ -40,7 +40,7 @@ def test_native_equals_python_on_random_programs(preset):
     assert not problems, "\n".join(problems[:5]) + f"\n({len(problems)} differences)"
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2", "4x4-d2", "8x8-v2d2"])
 def test_native_equals_python_on_every_kernel_case(preset):
     cfg = case_config(preset)
     problems = []
@@ -51,7 +51,7 @@ def test_native_equals_python_on_every_kernel_case(preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2", "4x4-d2", "8x8-v2d2"])
 def test_native_equals_python_at_full_count(preset):
     cfg = case_config(preset)
     problems = []

@@ -42,7 +42,7 @@ def _jobs(cfg, count, seed, size="short", kernels="quick"):
     return jobs
 
 
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "4x4-v2d2"])
 def test_model_matches_rtl(preset):
     cfg = case_config(preset)
     jobs = _jobs(cfg, 50, seed=3000)
@@ -51,7 +51,7 @@ def test_model_matches_rtl(preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2"])
+@pytest.mark.parametrize("preset", ["4x4", "8x8", "16x16", "4x4-v2", "8x8-v2", "8x8-v2d2"])
 def test_model_matches_rtl_at_full_count(preset):
     cfg = case_config(preset)
     jobs = _jobs(cfg, 1000, seed=20_000, kernels="all") + _jobs(cfg, 60, seed=50_000, size="long", kernels=None)
