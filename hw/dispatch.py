@@ -267,12 +267,12 @@ class Dispatcher(wiring.Component):
             dma_out, cp_out = dma_entry, cp_entry
         else:
             resolved = Signal()
-            regs_of = {name: Signal(v.shape(), name=f"resolved_{name}") for name, v in checked.items()}
+            registered = {name: Signal(v.shape(), name=f"resolved_{name}") for name, v in checked.items()}
             dma_out, cp_out = Signal(DMA_ENTRY), Signal(COMPUTE_ENTRY)
             with m.If(~resolved):
-                m.d.sync += [r.eq(checked[name]) for name, r in regs_of.items()]
+                m.d.sync += [r.eq(checked[name]) for name, r in registered.items()]
                 m.d.sync += [dma_out.eq(dma_entry), cp_out.eq(cp_entry)]
-            checked = regs_of
+            checked = registered
         m.d.comb += [self.load_data.eq(dma_out), self.store_data.eq(dma_out), self.compute_data.eq(cp_out)]
         self._address_checks(m, addr_bad, checked)
 
