@@ -31,7 +31,7 @@ from pathlib import Path
 from .boards import BoardTop, get_board, make_platform
 from .fit import fit_problems, memory_plan, plan_usage, usage_from_stat
 from .report import critical_path, render_markdown, widest_nets
-from .router_watch import run_watched
+from .router_watch import HEATMAP, run_watched
 
 __all__ = ["build_bitstream", "BuildResult", "FitError", "FlowError", "default_out_dir", "tool_env"]
 
@@ -110,6 +110,11 @@ def _nextpnr_opts(board, router: str | None = None, placer: str | None = None) -
             del opts[i:i + 2]
         opts += [flag, value]
     return opts
+
+
+def _router_of(opts: list[str]) -> str:
+    """The router nextpnr runs with these arguments (router1 unless they name one)."""
+    return opts[opts.index("--router") + 1] if "--router" in opts else "router1"
 
 
 def _versions() -> dict:
@@ -277,7 +282,8 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         "synth_opts": " ".join(board.synth_opts),
         "script_after_read": board.yosys_before_synth(),
         "script_after_synth": "tee -q -o top.stat.json stat -json",
-        "nextpnr_opts": " ".join(["--report top.report.json", f"--seed {seed}", "--timing-allow-fail", *pnr_opts]),
+        "nextpnr_opts": " ".join(["--report top.report.json", f"--seed {seed}", "--timing-allow-fail", *pnr_opts]
+                                 + (["--router2-heatmap", HEATMAP] if _router_of(pnr_opts) == "router2" else [])),
     }
     build_plan = platform.build(top, name="top", build_dir=str(out), do_build=False, **overrides)
     build_plan.extract(str(out))

@@ -45,8 +45,7 @@ TABLE_COLS = ("kind", "op", "unit|rd", "pops|rs", "pushes|imm", "accumulate|targ
 CONFIG_FIELDS = ("rows", "cols", "queue_depth", "token_depth", "dram_bytes_per_cycle", "dram_latency",
                  "imem_words", "spad_rows", "acc_rows", "spad_row_bytes", "dram_bytes", "requant_latency",
                  "compute_tail", "vector_stages", "dispatch_stages", "op_nop", "op_halt", "op_fence", "op_seti",
-                 "op_addi", "op_dbnz",
-                 "max_cycles", "log")
+                 "op_addi", "op_dbnz", "max_cycles", "log")
 # Stop kinds of machine.cpp (enum Stop).
 (STOP_FINISHED, STOP_DECODE, STOP_FETCH, STOP_BRANCH, STOP_ADDR, STOP_DEADLOCK, STOP_LIMIT,
  STOP_MODEL) = range(8)

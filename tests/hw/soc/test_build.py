@@ -115,6 +115,10 @@ def test_router_and_placer_options_replace_the_boards_own():
         _nextpnr_opts(ulx3s, "router3")
     with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'analytic'"):
         _nextpnr_opts(ulx3s, None, "analytic")
+    # router2 runs write congestion heatmaps for the router watch; router1 has none.
+    from npuforge.hw.soc.build import _router_of
+    assert _router_of(_nextpnr_opts(ulx3s)) == "router2" and _router_of(_nextpnr_opts(ulx3s, "router1")) == "router1"
+    assert _router_of(_nextpnr_opts(icebreaker)) == "router1"
 
 
 def test_widest_nets_counts_sinks_by_port_and_block():

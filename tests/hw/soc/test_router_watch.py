@@ -8,7 +8,7 @@ import time
 import pytest
 
 from npuforge.hw.soc.report import render_markdown
-from npuforge.hw.soc.router_watch import RouterStall, router2_stall, run_watched
+from npuforge.hw.soc.router_watch import HEATMAP, RouterStall, congestion_by_block, router2_stall, run_watched
 
 # Overused wires per router2 iteration of a real run that did not converge: the ulx3s-8x8 SoC at 25 MHz
 # (requantiser window), nextpnr 0.11.1, seed 1. Fewest at iteration 24, then rising.
@@ -67,16 +67,34 @@ def _script(tmp_path, body):
     return ["sh", str(path)]
 
 
+# router2's congestion heatmap by net (``--router2-heatmap``): net name, overused wires (real names, trimmed).
+BY_NET = ("$PACKER_GND_NET,4\nsoc.core.datapath.acc.mem.bank1_copy2.0.0_DOA0[3],103\n"
+          "soc.core.datapath.acc.mem.bank0_copy0.0.0_DOA0[2],60\nsoc.link.clear_overrun_LUT4_D_Z[2],117\n"
+          "soc.core.datapath.compute_engine.slot_d15.accumulate_LUT4_A_Z,28\n")
+
+
+def test_congestion_is_summed_by_block():
+    assert congestion_by_block(BY_NET) == (("soc.core.datapath.acc", 163), ("soc.link", 117),
+                                           ("soc.core.datapath.compute_engine", 28), ("$PACKER_GND_NET", 4))
+    assert congestion_by_block(BY_NET, count=1, levels=2) == (("soc.core", 191),)
+    assert congestion_by_block("") == ()
+
+
 def test_run_watched_stops_a_stalled_router_and_its_children(tmp_path, fast_poll):
-    # A script that logs router2 lines as nextpnr does and would go on for a minute: stopped at the stall.
+    # A script that logs router2 lines and heatmaps as nextpnr does and would go on for a minute: stopped at
+    # the stall, which names the most congested blocks; the heatmaps are removed.
     log = tmp_path / "top.tim"
-    lines = "".join(f"echo 'Info:     iter={i} wires=1 overused={c} overuse={c}' >> {log}; sleep 0.05\n"
+    lines = "".join(f"printf '{BY_NET}' > {tmp_path}/{HEATMAP}_congestion_by_net_{i}.csv\n"
+                    f"echo 'Info:     iter={i} wires=1 overused={c} overuse={c}' >> {log}; sleep 0.05\n"
                     for i, c in enumerate([4000, 3000, 2000, 2500, 2600, 2700, 2800, 3100], 1))
     cmd = _script(tmp_path, f"sleep 60 & echo $! > {tmp_path}/child\n" + lines + "wait\n")
     t0 = time.monotonic()
     stall = run_watched(cmd, tmp_path, {"PATH": "/usr/bin:/bin"}, log, patience=5)
     assert time.monotonic() - t0 < 20
-    assert stall == RouterStall(iteration=8, overused=3100, best_iteration=3, best_overused=2000, patience=5)
+    assert stall == RouterStall(iteration=8, overused=3100, best_iteration=3, best_overused=2000, patience=5,
+                                congested=congestion_by_block(BY_NET))
+    assert "; most overused wires in soc.core.datapath.acc (163), soc.link (117)" in str(stall)
+    assert not list(tmp_path.glob(HEATMAP + "*"))
     child = int((tmp_path / "child").read_text())
     time.sleep(0.5)
     assert not _running(child), "the script's child was left running"
