@@ -17,7 +17,7 @@ __all__ = ["kernel_cases", "build_case", "case_config"]
 def case_config(name: str):
     """The design points the model is checked on: a preset (``4x4``, ``8x8``, ``16x16``), or one with
     a suffix of FPGA settings: ``-v2`` (``4x4-v2``) sets ``vector_stages: 2``, whose bubbles depend on
-    rows, ``-d2`` sets ``dispatch_stages: 2``, ``-v2d2`` both (the board design points' settings)."""
+    rows, ``-d2`` sets ``dispatch_stages: 2``, ``-v2d2`` both (the 4x4 board point's settings)."""
     from ...config import load_config
     preset, _, suffix = name.partition("-")
     settings = {"": {}, "v2": {"vector_stages": 2}, "d2": {"dispatch_stages": 2},

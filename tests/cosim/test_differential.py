@@ -1,7 +1,7 @@
 """Random programs on the RTL and on the reference simulator: identical DRAM, error codes and indices.
 
 ``4x4-v2``/``8x8-v2`` are the presets with ``vector_stages: 2`` (forwarding and bubbles), ``-v2d2``
-also with ``dispatch_stages: 2`` (the board design points' settings).
+also with ``dispatch_stages: 2`` (the 4x4 board point's settings).
 CI size: 200 short programs per preset (a quarter of them illegal, every illegal case
 included), all in one simulator process per preset. ``--runslow`` adds 2000 per preset.
 """
