@@ -30,12 +30,11 @@ Timing
 
 With ``dispatch_stages: 2`` (for FPGA clock rates; the 4x4 board point sets it) a queue
 instruction spends one more cycle in decode: its first cycle reads its registers and resolves
-its addresses into registers, and
-from its second cycle it is checked and, with no error, written into its queue as above (so a
-full queue is waited on from the second cycle, and ``ADDR_RANGE`` is reported in the second
-cycle). The checks and the queue write then start from flip-flops, where with 1 they follow the
-block RAM, the register read and the add in the same cycle. Scalar instructions, ``PC_RANGE``
-and ``ILLEGAL_INSTR`` keep their timing.
+its addresses into registers, and from its second cycle it is checked and, with no error,
+written into its queue as above (so a full queue is waited on from the second cycle, and
+``ADDR_RANGE`` is reported in the second cycle). The checks and the queue write then start from
+flip-flops, where with 1 they follow the block RAM, the register read and the add in the same
+cycle. Scalar instructions, ``PC_RANGE`` and ``ILLEGAL_INSTR`` keep their timing.
 
 FPGA implementation
 -------------------
