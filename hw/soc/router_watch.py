@@ -26,6 +26,7 @@ import re
 import signal
 import subprocess
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -85,7 +86,6 @@ def congestion_by_block(by_net_csv: str, count: int = 5, levels: int = 4) -> tup
     Net names come from the synthesised cells that drive them (ABC names a cell after a net it
     drives), so a few wires show under a neighbouring module, as in ``widest_nets``.
     """
-    from collections import Counter
     blocks = Counter()
     for row in csv.reader(io.StringIO(by_net_csv)):
         if len(row) == 2 and row[1].strip().isdigit():
