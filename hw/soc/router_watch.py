@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .report import _scope
+
 __all__ = ["RouterStall", "router2_stall", "run_watched", "congestion_by_block", "HEATMAP"]
 
 POLL_S = 10.0       # seconds between two reads of the log
@@ -89,8 +91,7 @@ def congestion_by_block(by_net_csv: str, count: int = 5, levels: int = 4) -> tup
     blocks = Counter()
     for row in csv.reader(io.StringIO(by_net_csv)):
         if len(row) == 2 and row[1].strip().isdigit():
-            name = row[0]
-            blocks[".".join(name.split(".")[:-1][:levels]) or name] += int(row[1])
+            blocks[_scope(row[0], levels) if "." in row[0] else row[0]] += int(row[1])
     return tuple(blocks.most_common(count))
 
 
