@@ -325,40 +325,44 @@ class ComputeEngine(wiring.Component):
         w = Signal(_Slot)
         w_en = Signal()
         w_data = Signal(row)
-        prev_en = Signal()              # the write of the cycle before
-        prev_addr = Signal(ROW_ADDR_BITS)
-        prev_data = Signal(row)
-        m.d.sync += [prev_en.eq(w_en), prev_addr.eq(w.dst), prev_data.eq(w_data)]
-        # Rows written by the slots ahead whose write the read may have missed, youngest first.
-        sources = [(w_en, w.dst, w_data), (prev_en, prev_addr, prev_data)]
+        prev_data = Signal(row)         # the row written in the cycle before
+        m.d.sync += prev_data.eq(w_data)
         back = x                        # the slot whose result vec.result holds
         if self.stages == 2:
             back = Signal(_Slot, name="x2")
             m.d.sync += back.eq(x)
+        back_writes = back.valid & back.work & _in(back.op, _WRITING_OPS)
+        # Rows written by the slots ahead whose write the read may have missed, youngest first: the data
+        # in X, and the enable and row of the slot that holds it one cycle earlier, in the cycle of the
+        # read, where they are compared with the read's row (so a register selects the forwarding in X).
+        sources = [(back_writes, back.dst, w_data), (w_en, w.dst, prev_data)]
+        if self.stages == 2:
             # The slot one ahead, in X2: its result is final unless it is a VQUANT (the front end's bubble
             # keeps a slot from needing that one).
-            sources.insert(0, (back.valid & back.work & _in(back.op, _WRITING_OPS) & (back.op != Opcode.VQUANT),
-                               back.dst, vec.alu))
+            sources.insert(0, (x.valid & x.work & _in(x.op, _WRITING_OPS) & (x.op != Opcode.VQUANT),
+                               x.dst, vec.alu))
 
-        def forwarded(port, addr, name):
+        def forwarded(port, read_row, name):
             fwd = Signal(row, name=name)
             value = port.data
-            for en, dst, data_ in reversed(sources):
-                value = Mux(en & (dst == addr), data_, value)
+            for i, (en, dst, data_) in reversed(list(enumerate(sources))):
+                hit = Signal(name=f"{name}_hit{i}")
+                m.d.sync += hit.eq(en & (dst == read_row))
+                value = Mux(hit, data_, value)
             m.d.comb += fwd.eq(value)
             return fwd
 
         m.d.comb += [
             vec.op.eq(x.op),
-            vec.a.eq(forwarded(self.acc_rd_a, x.dst, "fwd_a")),
-            vec.b.eq(forwarded(self.acc_rd_b, x.src, "fwd_b")),
+            vec.a.eq(forwarded(self.acc_rd_a, r.dst, "fwd_a")),
+            vec.b.eq(forwarded(self.acc_rd_b, r.src, "fwd_b")),
             vec.mm.eq(array.result),
             vec.accumulate.eq(x.accumulate),
             vec.mult.eq(x.mult), vec.shift.eq(x.shift), vec.zp.eq(x.zp), vec.relu.eq(x.relu),
         ]
         m.d.sync += [
             w.eq(back),
-            w_en.eq(back.valid & back.work & _in(back.op, _WRITING_OPS)),
+            w_en.eq(back_writes),
             w_data.eq(vec.result),
         ]
 

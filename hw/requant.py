@@ -32,13 +32,14 @@ single input where it matters is ``x = mult = -2**31`` with ``shift = 63``
 (``2**62 + 2**62`` wraps to ``-2**63``, giving ``-1`` before ReLU and the zero point).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["Requant", "requant_signature"]
 
 _LATENCIES = (0, 1, 2)
+_WINDOW = 11        # the lowest bit of ``2 P`` that can be the top (sign) bit of the shifted 12-bit window
 
 
 def requant_signature(lanes: int) -> wiring.Signature:
@@ -55,33 +56,49 @@ def requant_signature(lanes: int) -> wiring.Signature:
     })
 
 
-def _round_clamp(m, lane, p, shift, zp, relu):
-    """Rounding shift, ReLU, zero point and saturation of one 64-bit product; returns the int8 value.
+def _round_clamp(m, lane, p, corner, shift, upper, corner_sat, zp, relu):
+    """Rounding shift, ReLU, zero point and saturation of one product; returns the int8 value.
 
-    Every intermediate is at most 64 bits wide, so that Verilator computes it with native
-    integers (a 65-bit sum costs several times more); hence the reformulation below.
+    No wide sum and no wide compare: with ``P`` the product's low 63 bits (the product itself
+    except in the ``corner``, ``x = mult = -2**31``), ``q = P >> (shift - 1)`` for shift > 0 and
+    ``q = 2 P`` for shift 0 are both ``(2 P) >> shift``; its rounded value ``(q + 1) >> 1``
+    saturates to the same int8 as the reference whenever it lies outside +-1023, so only a
+    12-bit window of ``2 P`` is shifted, and ``upper`` (a thermometer code of ``shift``, from
+    the parameter stage) picks the bits from the window's top bit up, which must all equal
+    the sign for ``q`` to fit the window. The corner's value depends on ``shift`` alone (``corner_sat``). Every
+    intermediate stays within 64 bits, so that Verilator computes it with native integers.
     """
     def sig(shape, what):
         return Signal(shape, name=f"{what}{lane}")
 
-    corner, q, r, shifted, sat, biased, y = (
-        sig(1, "corner"), sig(signed(63), "q"), sig(signed(64), "r"), sig(signed(64), "shifted"),
+    twice, window, fits, rounded, sat, biased, y = (
+        sig(signed(64), "twice"), sig(signed(12), "window"), sig(1, "fits"), sig(signed(12), "rounded"),
         sig(signed(10), "sat"), sig(signed(11), "biased"), sig(signed(8), "y"))
-    # The one product outside 63 bits is 2**62 (x = mult = -2**31). Replacing it by 2**62 - 1 changes
-    # no final result except at shift 63, where the reference's int64 rounding add wraps to -2**63.
-    p63 = Mux(corner, (1 << 62) - 1, p[:63]).as_signed()
+    sign = twice[63]
     m.d.comb += [
-        corner.eq(p == (1 << 62)),
-        # Round half up: (p + 2**(s-1)) >> s == ((p >> (s-1)) + 1) >> 1, with no wide sum.
-        q.eq(p63 >> (shift - 1)[:6]),
-        r.eq((q + 1) >> 1),
-        shifted.eq(Mux(shift == 0, p63, Mux(corner & (shift == 63), -1, r))),
-        # Values beyond +-511 clamp to the same int8 whatever the zero point: saturate early, stay narrow.
-        sat.eq(Mux(shifted > 511, 511, Mux(shifted < -512, -512, shifted[:10].as_signed()))),
+        twice.eq(Cat(Const(0, 1), p[:63])),
+        window.eq((twice >> shift)[:12]),
+        fits.eq(~((twice[_WINDOW:63] ^ sign.replicate(63 - _WINDOW)) & upper).any()),
+        rounded.eq((window + 1) >> 1),
+        sat.eq(Mux(corner, corner_sat,
+                   Mux(~fits, Mux(sign, -512, 511),
+                       Mux(rounded > 511, 511, Mux(rounded < -512, -512, rounded[:10].as_signed()))))),
         biased.eq(Mux(relu & sat[9], 0, sat) + zp),
         y.eq(Mux(biased > 127, 127, Mux(biased < -128, -128, biased[:8].as_signed()))),
     ]
     return y
+
+
+def _parameter_stage(shift):
+    """What the rounding needs of ``shift`` alone: the thermometer ``upper`` and the corner's value.
+
+    ``upper`` bit ``i`` is set when bit ``_WINDOW + i`` of ``2 P`` is the shifted 12-bit window's
+    top bit or above it (``i >= shift``). The corner (``P = 2**62``) rounds to ``2**(62 - shift)``,
+    saturated; at shift 63 the reference's int64 rounding add wraps, giving -1.
+    """
+    upper = Cat(*(Const(i, 6) >= shift for i in range(63 - _WINDOW)))
+    corner_sat = Mux(shift <= 53, 511, Mux(shift == 63, -1, Const(1, 10) << (62 - shift)[:4]))
+    return upper, corner_sat
 
 
 class Requant(wiring.Component):
@@ -121,19 +138,27 @@ class Requant(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Stage 1: products (registered when latency >= 1), with the parameters travelling alongside.
+        # Stage 1: products (registered when latency >= 1), with the parameters and what the rounding
+        # needs of them alone travelling alongside.
         stage1 = "comb" if self.LATENCY == 0 else "sync"
         prods = [Signal(signed(64), name=f"prod{i}") for i in range(self.lanes)]
+        corners = [Signal(name=f"corner{i}") for i in range(self.lanes)]
         shift = Signal(unsigned(6))
+        upper = Signal(63 - _WINDOW)
+        corner_sat = Signal(signed(10))
         zp = Signal(signed(8))
         relu = Signal()
         valid1 = Signal()
+        int32_min = -2**31
         m.d[stage1] += [p.eq(self.data[i] * self.mult) for i, p in enumerate(prods)]
-        m.d[stage1] += [shift.eq(self.shift), zp.eq(self.zp), relu.eq(self.relu), valid1.eq(self.valid)]
+        m.d[stage1] += [c.eq((self.data[i] == int32_min) & (self.mult == int32_min)) for i, c in enumerate(corners)]
+        upper_in, corner_sat_in = _parameter_stage(self.shift)
+        m.d[stage1] += [shift.eq(self.shift), upper.eq(upper_in), corner_sat.eq(corner_sat_in),
+                        zp.eq(self.zp), relu.eq(self.relu), valid1.eq(self.valid)]
 
         # Stage 2: round, shift, ReLU, zero point, saturate (registered when latency == 2).
         stage2 = "sync" if self.LATENCY == 2 else "comb"
         for i, p in enumerate(prods):
-            m.d[stage2] += self.result[i].eq(_round_clamp(m, i, p, shift, zp, relu))
+            m.d[stage2] += self.result[i].eq(_round_clamp(m, i, p, corners[i], shift, upper, corner_sat, zp, relu))
         m.d[stage2] += self.result_valid.eq(valid1)
         return m
