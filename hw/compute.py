@@ -7,7 +7,8 @@ Ports (``ComputeEngine(config)``)
 - ``spad``: scratchpad read port (``8 * spad_row_bytes`` data bits). Activation rows use
   lanes ``0..rows-1``, weight rows lanes ``0..cols-1``.
 - ``acc_rd_a`` (reads ``acc[dst+i]``), ``acc_rd_b`` (reads ``acc[src+i]``), ``acc_wr``:
-  accumulator ports (``32 * cols`` data bits). Read data is used in the cycle after ``en``.
+  accumulator ports (``32 * cols`` data bits). Read data is used in the cycle after ``en``
+  (two cycles after with ``acc_read_latency=2``, below).
 
 Microarchitecture
 -----------------
@@ -41,6 +42,11 @@ the one written a cycle before). A VQUANT result is not ready for the slot right
 so the front end holds a slot for one cycle (a *bubble*) when the slot issued in the cycle
 before is a working VQUANT slot and this slot reads the row it writes
 (:func:`vquant_bubbles`): the timing depends on the rows a program names, never on data.
+
+``acc_read_latency=2`` (an accumulator whose reads take two cycles, the FPGA datapath's): the
+reads leave a cycle before R, from the slot delay line, so the data still meets the slot in X;
+such a read also misses the write of the cycle before R, and that row is forwarded too. Every
+cycle of the timing below is the same.
 
 Timing (all fixed; a function of the command sequence only)
 -------------------------------------------------------------
@@ -196,13 +202,19 @@ class ComputeEngine(wiring.Component):
     ----------
     config : HwConfig
         The design point: ``rows``, ``cols``, ``spad_row_bytes`` and ``dataflow`` are read.
+    acc_read_latency : int
+        Cycles from an accumulator read's ``en`` to its data: 1 (the memory ports of
+        :mod:`npuforge.hw.interfaces`) or 2 (an :class:`~npuforge.hw.memories.Accumulator` with
+        ``compute_read_latency=2``, as the FPGA datapath builds). With 2 the engine reads a cycle
+        earlier and forwards one more row; its timing is the same.
 
     Raises
     ------
     TypeError
         If ``config`` is not a :class:`HwConfig`.
     ValueError
-        If ``config.dataflow`` is not one the engine has an array for.
+        If ``config.dataflow`` is not one the engine has an array for, or ``acc_read_latency``
+        is not 1 or 2.
     """
 
     def __new__(cls, *args, **kwargs):
@@ -210,15 +222,18 @@ class ComputeEngine(wiring.Component):
         return super().__new__(cls)
 
     @staticmethod
-    def _check(config):
+    def _check(config, acc_read_latency=1):
         if not isinstance(config, HwConfig):
             raise TypeError(f"ComputeEngine needs a HwConfig, not {type(config).__name__}")
+        if acc_read_latency not in (1, 2):
+            raise ValueError(f"ComputeEngine: acc_read_latency must be 1 or 2, not {acc_read_latency!r}")
         if config.dataflow not in _ARRAYS:
             raise ValueError(f"ComputeEngine: dataflow must be one of {', '.join(map(repr, _ARRAYS))}, "
                              f"not {config.dataflow!r} (config {config.name!r})")
 
-    def __init__(self, config: HwConfig):
+    def __init__(self, config: HwConfig, acc_read_latency: int = 1):
         self.config = config
+        self.acc_read_latency = acc_read_latency
         self.rows, self.cols = config.rows, config.cols
         self.stages = config.vector_stages
         # Slot s reaches back-end stage R after this many cycles (scratchpad read + array latency - 1).
@@ -302,20 +317,22 @@ class ComputeEngine(wiring.Component):
         m.d.comb += [array.w_valid.eq(s1_pre), array.w_row.eq(s1_row)]
 
         # ---- slot delay line to back-end stage R (cycle s + L) ---------------------------
-        r = slot
+        delayed = [slot]
         for j in range(self.r_delay):
             nxt = Signal(_Slot, name=f"slot_d{j + 1}")
-            m.d.sync += nxt.eq(r)
-            r = nxt
+            m.d.sync += nxt.eq(delayed[-1])
+            delayed.append(nxt)
+        r = delayed[-1]
 
-        # ---- R: accumulator reads --------------------------------------------------------
-        r_work = r.valid & r.work
-        r_reads_dst, r_reads_src = _reads(r)
+        # ---- R: accumulator reads (a cycle earlier when the data takes two) -----------------
+        ahead = self.acc_read_latency - 1
+        reader = delayed[-1 - ahead]
+        reads_dst, reads_src = _reads(reader)
         m.d.comb += [
-            self.acc_rd_a.addr.eq(r.dst),
-            self.acc_rd_a.en.eq(r_work & r_reads_dst),
-            self.acc_rd_b.addr.eq(r.src),
-            self.acc_rd_b.en.eq(r_work & r_reads_src),
+            self.acc_rd_a.addr.eq(reader.dst),
+            self.acc_rd_a.en.eq(reader.valid & reader.work & reads_dst),
+            self.acc_rd_b.addr.eq(reader.src),
+            self.acc_rd_b.en.eq(reader.valid & reader.work & reads_src),
         ]
         x = Signal(_Slot)
         m.d.sync += x.eq(r)
@@ -336,6 +353,11 @@ class ComputeEngine(wiring.Component):
         # in X, and the enable and row of the slot that holds it one cycle earlier, in the cycle of the
         # read, where they are compared with the read's row (so a register selects the forwarding in X).
         sources = [(back_writes, back.dst, w_data), (w_en, w.dst, prev_data)]
+        if ahead:
+            # A read a cycle earlier also misses the write of the cycle before the read in R.
+            older_en, older_addr, older_data = Signal(), Signal(ROW_ADDR_BITS), Signal(row)
+            m.d.sync += [older_en.eq(w_en), older_addr.eq(w.dst), older_data.eq(prev_data)]
+            sources.append((older_en, older_addr, older_data))
         if self.stages == 2:
             # The slot one ahead, in X2: its result is final unless it is a VQUANT (the front end's bubble
             # keeps a slot from needing that one).

@@ -11,6 +11,11 @@ Memory ports (see :mod:`npuforge.hw.memories`)
   ``rd_a``/``rd_b`` <- compute ``acc_rd_a``/``acc_rd_b``; ``rd_store`` <- store ``acc_rd``.
 - Row addresses are truncated to the memory's address width (the dispatcher has
   checked every row against the memory size).
+- On an FPGA platform (``npuforge_memory = "fpga"``) the compute engine's two accumulator
+  reads take two cycles (``Accumulator(compute_read_latency=2)``: the block RAM copies' rows
+  registered before the live-value-table select) and the engine reads a cycle earlier
+  (``ComputeEngine(acc_read_latency=2)``), so the long path from the block RAM through the
+  select and the forwarding into the vector unit is cut in two; every cycle stays the same.
 
 Every port is private to one engine, so the memories add no stall; the only shared
 resource is the DRAM port, arbitrated round-robin by :class:`~npuforge.hw.dram_arbiter.DramArbiter`.
@@ -26,6 +31,7 @@ from .dma_store import StoreEngine
 from .dram_arbiter import DramArbiter
 from .interfaces import ComputeCmd, DmaCmd, dram_port_signature, engine_signature
 from .memories import Accumulator, Scratchpad
+from .soc.multiport import on_fpga
 
 __all__ = ["Datapath"]
 
@@ -63,9 +69,10 @@ class Datapath(wiring.Component):
         cfg = self.config
         m = Module()
         m.submodules.spad = spad = Scratchpad(cfg)
-        m.submodules.acc = acc = Accumulator(cfg)
+        read_latency = 2 if on_fpga(platform) else 1
+        m.submodules.acc = acc = Accumulator(cfg, compute_read_latency=read_latency)
         m.submodules.load_engine = le = LoadEngine(cfg)
-        m.submodules.compute_engine = ce = ComputeEngine(cfg)
+        m.submodules.compute_engine = ce = ComputeEngine(cfg, acc_read_latency=read_latency)
         m.submodules.store_engine = se = StoreEngine(cfg)
         m.submodules.arbiter = arb = DramArbiter(cfg)
 

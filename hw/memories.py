@@ -22,7 +22,9 @@ Timing (every port, every cycle)
   ``wr_compute``) leave an undefined row; only a program without a token path
   between the load and compute units can do that, and its result is undefined.
 
-There is no stall and no arbitration: a port never waits.
+There is no stall and no arbitration: a port never waits. (The accumulator's ``rd_a`` and
+``rd_b`` may be built with two cycles of read latency instead, ``compute_read_latency=2``,
+for a compute engine that reads a cycle earlier; the FPGA datapath does.)
 
 Implementation: Amaranth ``Memory`` objects, unless the platform passed to ``elaborate``
 asks for FPGA memories (``platform.npuforge_memory == "fpga"``, set by the FPGA SoC
@@ -35,7 +37,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from .interfaces import ROW_ADDR_BITS, read_port_signature, write_port_signature
-from .soc.multiport import memory_factory
+from .soc.multiport import ReplicatedMemory, memory_factory
 
 __all__ = ["Scratchpad", "Accumulator"]
 
@@ -139,9 +141,30 @@ class Accumulator(wiring.Component):
     Parameters
     ----------
     config : HwConfig
+    compute_read_latency : int
+        1 (the module docstring's timing) or 2: ``rd_a`` and ``rd_b`` put the row on ``data`` a
+        cycle later (``en`` in ``t``, the row as of before ``t``'s writes in ``t + 2``, held until
+        the next read's row arrives), with the read data registered before it leaves the memory.
+        A compute engine built with the same ``acc_read_latency`` reads a cycle earlier and keeps
+        its timing (:mod:`npuforge.hw.compute`); the FPGA datapath uses 2.
+
+    Raises
+    ------
+    ValueError
+        If ``compute_read_latency`` is not 1 or 2.
     """
 
-    def __init__(self, config):
+    def __new__(cls, *args, **kwargs):
+        cls._check(*args, **kwargs)  # before the object exists: a rejected one must not warn "never elaborated"
+        return super().__new__(cls)
+
+    @staticmethod
+    def _check(config, compute_read_latency=1):
+        if compute_read_latency not in (1, 2):
+            raise ValueError(f"Accumulator compute_read_latency must be 1 or 2, not {compute_read_latency!r}")
+
+    def __init__(self, config, compute_read_latency: int = 1):
+        self.compute_read_latency = compute_read_latency
         self.config = config
         self.addr_bits = ROW_ADDR_BITS
         self.data_bits = 32 * config.cols
@@ -163,6 +186,19 @@ class Accumulator(wiring.Component):
             m.d.comb += [wp.addr.eq(port.addr[:na]), wp.data.eq(port.data), wp.en.eq(port.en)]
         for name in ("rd_a", "rd_b", "rd_store"):
             port = getattr(self, name)
-            rp = mem.read_port(domain="sync")
-            m.d.comb += [rp.addr.eq(port.addr[:na]), rp.en.eq(port.en), port.data.eq(rp.data)]
+            latency = self.compute_read_latency if name != "rd_store" else 1
+            if latency == 1:
+                rp = mem.read_port(domain="sync")
+                data = rp.data
+            elif isinstance(mem, ReplicatedMemory):
+                rp = mem.read_port(domain="sync", latency=2)      # registers before its bank select
+                data = rp.data
+            else:
+                rp = mem.read_port(domain="sync")
+                arrived = Signal(name=f"{name}_arrived")
+                data = Signal.like(rp.data, name=f"{name}_data", reset_less=True)
+                m.d.sync += arrived.eq(port.en)
+                with m.If(arrived):
+                    m.d.sync += data.eq(rp.data)
+            m.d.comb += [rp.addr.eq(port.addr[:na]), rp.en.eq(port.en), port.data.eq(data)]
         return m

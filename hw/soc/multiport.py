@@ -17,7 +17,10 @@ Behaviour, identical to :class:`amaranth.lib.memory.Memory` with non-transparent
 synchronous read ports (what the core uses): a read with ``en`` in cycle ``t`` puts the
 row as of before cycle ``t``'s writes on ``data`` in ``t + 1``, and ``data`` holds while
 ``en`` is low. Two writes to one row in one cycle: the later write port wins (the core
-documents that case as undefined).
+documents that case as undefined). A read port made with ``latency=2`` puts the same row
+on ``data`` one cycle later, in ``t + 2`` (held until the next read's row arrives): each copy's
+block RAM output and the live-value table's answer are registered before the select, so a
+read's select starts from flip-flops instead of the block RAM's slow clock-to-out.
 
 :func:`memory_factory` picks the implementation: a platform (or a simulation stand-in)
 with ``npuforge_memory = "fpga"`` gets these, anything else Amaranth's ``Memory``.
@@ -65,6 +68,7 @@ class _Port:
     addr: Signal
     data: Signal
     en: Signal
+    latency: int = 1
 
 
 class ReplicatedMemory(Elaboratable):
@@ -72,7 +76,7 @@ class ReplicatedMemory(Elaboratable):
 
     The constructor and port methods take the subset of :class:`~amaranth.lib.memory.Memory`'s
     arguments the core uses: ``write_port()`` (no granularity) and ``read_port(domain="sync")``
-    (non-transparent).
+    (non-transparent), plus ``read_port(latency=2)`` (the module docstring).
 
     Parameters
     ----------
@@ -107,12 +111,14 @@ class ReplicatedMemory(Elaboratable):
         self._writes.append(port)
         return port
 
-    def read_port(self, *, domain="sync", transparent_for=()):
+    def read_port(self, *, domain="sync", transparent_for=(), latency=1):
         if domain != "sync" or tuple(transparent_for):
             raise ValueError("ReplicatedMemory read ports are synchronous and not transparent")
+        if latency not in (1, 2):
+            raise ValueError(f"ReplicatedMemory read latency must be 1 or 2 cycles, not {latency!r}")
         n = len(self._reads)
         port = _Port(Signal(self.abits, name=f"r{n}_addr"), Signal(self.shape, name=f"r{n}_data"),
-                     Signal(name=f"r{n}_en"))
+                     Signal(name=f"r{n}_en"), latency)
         self._reads.append(port)
         return port
 
@@ -122,6 +128,14 @@ class ReplicatedMemory(Elaboratable):
         if nw == 0 or nr == 0:
             raise ValueError(f"ReplicatedMemory needs at least one write and one read port, has {nw} and {nr}")
         bank_data = [[None] * nr for _ in range(nw)]
+        # Per read port, with latency 2: high in the cycle after `en`, when the copies' rows arrive.
+        arrived = []
+        for r, rport in enumerate(self._reads):
+            if rport.latency == 2:
+                arrived.append(Signal(name=f"r{r}_arrived"))
+                m.d.sync += arrived[-1].eq(rport.en)
+            else:
+                arrived.append(None)
         for w, wport in enumerate(self._writes):
             for r, rport in enumerate(self._reads):
                 mem = Memory(shape=self.shape, depth=self.depth, init=[])
@@ -130,7 +144,7 @@ class ReplicatedMemory(Elaboratable):
                 rp = mem.read_port(domain="sync", transparent_for=())
                 m.d.comb += [wp.addr.eq(wport.addr), wp.data.eq(wport.data), wp.en.eq(wport.en),
                              rp.addr.eq(rport.addr), rp.en.eq(rport.en)]
-                bank_data[w][r] = rp.data
+                bank_data[w][r] = _registered(m, rp.data, arrived[r], f"bank{w}_copy{r}_data")
         if nw == 1:
             for r, rport in enumerate(self._reads):
                 m.d.comb += rport.data.eq(bank_data[0][r])
@@ -145,11 +159,25 @@ class ReplicatedMemory(Elaboratable):
         for r, rport in enumerate(self._reads):
             lr = lvt.read_port(domain="sync", transparent_for=())
             m.d.comb += [lr.addr.eq(rport.addr), lr.en.eq(rport.en)]
+            sel = _registered(m, lr.data, arrived[r], f"r{r}_bank")
             out = bank_data[0][r]
             for w in range(1, nw):
-                out = Mux(lr.data == w, bank_data[w][r], out)
+                out = Mux(sel == w, bank_data[w][r], out)
             m.d.comb += rport.data.eq(out)
         return m
+
+
+def _registered(m, value, arrived, name):
+    """``value`` itself, or (with ``arrived``, a latency-2 port) a register loaded from it when a row arrives.
+
+    Not reset, like the block RAM's own output: a port's data means nothing before its first read, and
+    a reset would add a row's width of sinks to the core's restart net."""
+    if arrived is None:
+        return value
+    reg = Signal.like(value, name=name, reset_less=True)
+    with m.If(arrived):
+        m.d.sync += reg.eq(value)
+    return reg
 
 
 def memory_factory(platform):

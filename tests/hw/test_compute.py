@@ -52,12 +52,14 @@ def _pack(row, dtype):
     return int.from_bytes(np.asarray(row, dtype=dtype).tobytes(), "little")
 
 
-def run_engine(config, cmds, spad, acc, *, transparent=False, gaps=None, seed=0):
+def run_engine(config, cmds, spad, acc, *, transparent=False, gaps=None, seed=0, read_latency=1):
     """Simulate the engine on the commands; ``gaps[j]`` idle cycles before offering command j.
 
+    ``read_latency`` 2: the accumulator model answers a read two cycles after its ``en`` (as the FPGA
+    datapath's accumulator does), for an engine built with ``acc_read_latency=2``.
     Returns the final accumulator and a trace: offer, accept and done cycles, busy per cycle.
     """
-    dut = ComputeEngine(config)
+    dut = ComputeEngine(config, acc_read_latency=read_latency)
     acc = acc.copy()
     rng = np.random.default_rng(seed)
     gaps = gaps or [0] * len(cmds)
@@ -67,6 +69,8 @@ def run_engine(config, cmds, spad, acc, *, transparent=False, gaps=None, seed=0)
     async def memories(ctx):
         sampled = (dut.spad.addr, dut.spad.en, dut.acc_rd_a.addr, dut.acc_rd_a.en, dut.acc_rd_b.addr,
                    dut.acc_rd_b.en, dut.acc_wr.addr, dut.acc_wr.en, dut.acc_wr.data)
+        garbage = [_pack(rng.integers(-9, 9, config.cols), np.int32)] * 2
+        answers = [garbage] * (read_latency - 1)     # rows read, on their way to `data`
         async for _, _, sa, se, aa, ae, ba, be, wa, we, wd in ctx.tick().sample(*sampled):
             def write():
                 if we:
@@ -75,8 +79,11 @@ def run_engine(config, cmds, spad, acc, *, transparent=False, gaps=None, seed=0)
                 write()
             # Data outside `en` is garbage: the engine must not use it.
             ctx.set(dut.spad.data, _pack(spad[sa], np.int8) if se else int(rng.integers(0, 2**62)) % 2**row_bits)
-            ctx.set(dut.acc_rd_a.data, _pack(acc[aa], np.int32) if ae else _pack(rng.integers(-9, 9, config.cols), np.int32))
-            ctx.set(dut.acc_rd_b.data, _pack(acc[ba], np.int32) if be else _pack(rng.integers(-9, 9, config.cols), np.int32))
+            answers.append([_pack(acc[addr], np.int32) if en else _pack(rng.integers(-9, 9, config.cols), np.int32)
+                            for addr, en in ((aa, ae), (ba, be))])
+            data_a, data_b = answers.pop(0)
+            ctx.set(dut.acc_rd_a.data, data_a)
+            ctx.set(dut.acc_rd_b.data, data_b)
             if not transparent:
                 write()
 
@@ -166,27 +173,36 @@ CONFIGS = {
 }
 
 
+def _case(name):
+    """A CONFIGS entry, with ``@2``: the accumulator's reads take two cycles (the FPGA datapath)."""
+    base, _, latency = name.partition("@")
+    return CONFIGS[base], int(latency or 1)
+
+
 @pytest.mark.parametrize("name, transparent, gapped", [
     ("4x4", False, False), ("4x4", True, True), ("2x4", False, True), ("4x2", True, False),
     ("4x4os", True, False), ("2x4os", False, True), ("4x2os", False, False), ("4x4v2", False, False),
-    ("4x4v2", True, True), ("2x4osv2", False, False)])
+    ("4x4v2", True, True), ("2x4osv2", False, False), ("4x4@2", True, False), ("4x4v2@2", False, True),
+    ("4x4v2@2", True, False), ("2x4osv2@2", True, True)])
 def test_random_commands_match_isa(name, transparent, gapped):
-    config = CONFIGS[name]
+    config, latency = _case(name)
     rng = np.random.default_rng(sum(map(ord, name)) + 2 * transparent + gapped)
     cmds = random_program(config, rng, 40)
     spad, acc = _state(config, rng)
     gaps = [int(g) for g in rng.integers(0, 4, len(cmds))] if gapped else None
-    got, trace = run_engine(config, cmds, spad, acc, transparent=transparent, gaps=gaps, seed=3)
+    got, trace = run_engine(config, cmds, spad, acc, transparent=transparent, gaps=gaps, seed=3,
+                            read_latency=latency)
     want = isa_model(config, cmds, spad, acc)
     for r in range(len(acc)):
         assert got[r].tolist() == want[r].tolist(), f"acc row {r}"
     check_timing(config, cmds, trace)
 
 
-@pytest.mark.parametrize("name", ["4x4", "4x4os", "4x4v2"])
+@pytest.mark.parametrize("name", ["4x4", "4x4os", "4x4v2", "4x4v2@2"])
 def test_dependent_chain_back_to_back(name):
-    # Each command reads rows the one before it is still writing: the forwarding paths, at distance 1 and 2.
-    config = CONFIGS[name]
+    # Each command reads rows the one before it is still writing: the forwarding paths, at distance 1 and 2
+    # (and 3 with two-cycle reads).
+    config, latency = _case(name)
     rng = np.random.default_rng(21)
     spad, acc = _state(config, rng)
     q = dict(mult=2**30, shift=31, zp=3, relu=1)
@@ -204,7 +220,7 @@ def test_dependent_chain_back_to_back(name):
         _cmd(Opcode.MATMUL, src=1, dst=12, rows=1, accumulate=1),
     ]
     for transparent in (False, True):
-        got, trace = run_engine(config, cmds, spad, acc, transparent=transparent)
+        got, trace = run_engine(config, cmds, spad, acc, transparent=transparent, read_latency=latency)
         np.testing.assert_array_equal(got, isa_model(config, cmds, spad, acc))
         check_timing(config, cmds, trace)
 
@@ -230,8 +246,8 @@ def test_two_stage_vector_bubbles():
         _cmd(Opcode.VQUANT, src=17, dst=18, rows=1, **q),  # 0
         _cmd(Opcode.VQUANT, src=18, dst=19, rows=2, **q),  # reads row 18, then row 19 written just before: 2
     ]
-    for transparent in (False, True):
-        got, trace = run_engine(config, cmds, spad, acc, transparent=transparent)
+    for transparent, latency in ((False, 1), (True, 1), (False, 2), (True, 2)):
+        got, trace = run_engine(config, cmds, spad, acc, transparent=transparent, read_latency=latency)
         np.testing.assert_array_equal(got, isa_model(config, cmds, spad, acc))
         assert check_timing(config, cmds, trace) == 8
         assert np.diff(trace["accept"]).tolist() == [4 + 3, 2 + 1, 3, 2 + 1, 1, 1, 1, 1, 1, 1 + 1, 1]

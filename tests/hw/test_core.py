@@ -14,18 +14,21 @@ from amaranth.sim import Simulator
 from npuforge.assembler.builder import ProgramBuilder
 from npuforge.config import load_config
 from npuforge.hw.core import NpuCore
+from npuforge.hw.soc.multiport import OnFpga
 from npuforge.isa import refsim
 from npuforge.isa.spec import ErrorCode
 
 CFG = load_config("4x4").replace(dram_latency=6, dram_mib=1, queue_depth=4, imem_words=64)
 
 
-def run_core(words, dram_image, cfg, max_cycles=4000, runs=None):
+def run_core(words, dram_image, cfg, max_cycles=4000, runs=None, fpga=False):
     """Run ``words`` on NpuCore with a DRAM model; returns (error, error_pc, dram, counters dict).
 
     ``runs`` (a list of (words, dram image)) runs several programs one after the other on
     the same core and DRAM model, each from a ``start``, and returns the last run's figures;
     DRAM read responses still in flight at a ``start`` keep arriving, as from a real DRAM.
+    ``fpga``: the core as an FPGA platform elaborates it (multi-port memories from 1W1R copies,
+    two-cycle accumulator reads, the dispatcher's predecode), which must take the same cycles.
     """
     dut = NpuCore(cfg)
     B = cfg.dram_bytes_per_cycle
@@ -91,7 +94,7 @@ def run_core(words, dram_image, cfg, max_cycles=4000, runs=None):
             await ctx.tick()
         raise AssertionError(f"core not done after {max_cycles} cycles")
 
-    sim = Simulator(dut)
+    sim = Simulator(OnFpga(dut) if fpga else dut)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
@@ -117,8 +120,8 @@ def matmul_program(cfg, m_rows, a_addr, w_addr, c_addr, accumulate_twice=False):
     return b.words()
 
 
-@pytest.mark.parametrize("accumulate_twice", [False, True])
-def test_load_matmul_store_matches_reference(accumulate_twice):
+@pytest.mark.parametrize("accumulate_twice, fpga", [(False, False), (True, False), (True, True)])
+def test_load_matmul_store_matches_reference(accumulate_twice, fpga):
     rng = np.random.default_rng(7)
     m_rows = 6
     image = np.zeros(4096, np.uint8)
@@ -126,7 +129,7 @@ def test_load_matmul_store_matches_reference(accumulate_twice):
     image[1000:1000 + CFG.rows * CFG.cols] = rng.integers(0, 256, CFG.rows * CFG.cols)
     words = matmul_program(CFG, m_rows, 0, 1000, 2003, accumulate_twice)
     ref = refsim.run(words, image, CFG)
-    code, pc, dram, counters = run_core(words, image, CFG)
+    code, pc, dram, counters = run_core(words, image, CFG, fpga=fpga)
     assert (code, pc) == (ErrorCode.NONE, 0)
     diff = np.flatnonzero(dram != ref.dram)
     assert diff.size == 0, f"first DRAM mismatch at byte {diff[0]}: rtl {dram[diff[0]]}, ref {ref.dram[diff[0]]}"
@@ -135,6 +138,8 @@ def test_load_matmul_store_matches_reference(accumulate_twice):
     assert counters["dram_read_bytes"] == ref.dram_read_bytes
     assert counters["dram_write_bytes"] == ref.dram_write_bytes
     assert 0 < counters["compute_busy"] < counters["cycles"]
+    if fpga:    # the FPGA form keeps every cycle of the core as simulated
+        assert counters == run_core(words, image, CFG)[3]
 
 
 def test_illegal_opcode_stops_without_writing():

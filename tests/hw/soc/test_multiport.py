@@ -11,16 +11,19 @@ from npuforge.hw.memories import Accumulator, Scratchpad
 from npuforge.hw.soc.multiport import FpgaStandIn, OnFpga, ReplicatedMemory, memory_factory
 
 
-def _traffic(top, wports, rports, rows, bits, cycles, seed, pool=None):
+def _traffic(top, wports, rports, rows, bits, cycles, seed, pool=None, latencies=None):
     """Random writes and reads on every port each cycle; reads must return the row as of before the
-    cycle's writes, and hold while en is low. Two writes to one row in a cycle are avoided (undefined)."""
+    cycle's writes ``latencies[i]`` cycles later (default 1), and hold until the next read's row arrives.
+    Two writes to one row in a cycle are avoided (undefined)."""
     rng = np.random.default_rng(seed)
     model = [0] * rows
+    latencies = latencies or [1] * len(rports)
     bad, checked = [], [0]
 
     async def tb(ctx):
-        expect = {}
+        expect, arriving = {}, {}       # arriving: cycle -> {port: row}
         for cyc in range(cycles):
+            expect.update(arriving.pop(cyc, {}))
             for i, want in expect.items():
                 checked[0] += 1
                 got = ctx.get(rports[i].data)
@@ -35,18 +38,13 @@ def _traffic(top, wports, rports, rows, bits, cycles, seed, pool=None):
                 ctx.set(p.en, en), ctx.set(p.addr, addr), ctx.set(p.data, val)
                 if en:
                     writes[addr] = val
-            new = {}
             for i, p in enumerate(rports):
                 en, addr = bool(rng.integers(4)), int(rng.choice(addrs))
                 ctx.set(p.en, en), ctx.set(p.addr, addr)
                 if en:
-                    new[i] = model[addr]
-                elif i in expect:
-                    new[i] = expect[i]
-            model_update = dict(writes)
-            for a, v in model_update.items():
+                    arriving.setdefault(cyc + latencies[i], {})[i] = model[addr]
+            for a, v in writes.items():
                 model[a] = v
-            expect = new
             await ctx.tick()
 
     sim = Simulator(top)
@@ -70,6 +68,16 @@ def test_replicated_memory_matches_model(nw, nr):
     _traffic(mem, w, r, 32, 16, 300, seed=nw * 10 + nr + 1, pool=[3, 4])
 
 
+@pytest.mark.parametrize("nw", [1, 2])
+def test_two_cycle_read_ports_match_model(nw):
+    # latency=2 ports beside latency-1 ports of the same memory: the registered copies and table answer.
+    for seed, pool in ((40 + nw, None), (50 + nw, [3, 4])):
+        mem = ReplicatedMemory(shape=16, depth=32)
+        w = [mem.write_port() for _ in range(nw)]
+        r = [mem.read_port(domain="sync", latency=lat) for lat in (2, 1, 2)]
+        _traffic(mem, w, r, 32, 16, 300, seed=seed, pool=pool, latencies=[2, 1, 2])
+
+
 def _cfg(**kw):
     return HwConfig(**dict(dict(rows=4, cols=4, spad_kib=1, acc_kib=1, spad_banks=2), **kw))
 
@@ -80,11 +88,13 @@ def test_scratchpad_on_fpga_platform_matches_model():
     _traffic(OnFpga(sp), [sp.wr], [sp.rd_compute, sp.rd_store], cfg.spad_rows, sp.data_bits, 300, seed=5)
 
 
-def test_accumulator_on_fpga_platform_matches_model():
+@pytest.mark.parametrize("latency", [1, 2])
+@pytest.mark.parametrize("on_fpga", [False, True])
+def test_accumulator_matches_model(on_fpga, latency):
     cfg = _cfg()
-    acc = Accumulator(cfg)
-    _traffic(OnFpga(acc), [acc.wr_load, acc.wr_compute], [acc.rd_a, acc.rd_b, acc.rd_store], cfg.acc_rows,
-             acc.data_bits, 300, seed=6, pool=[0, 1, 2])
+    acc = Accumulator(cfg, compute_read_latency=latency)
+    _traffic(OnFpga(acc) if on_fpga else acc, [acc.wr_load, acc.wr_compute], [acc.rd_a, acc.rd_b, acc.rd_store],
+             cfg.acc_rows, acc.data_bits, 300, seed=6 + latency, pool=[0, 1, 2], latencies=[latency, latency, 1])
 
 
 def test_memory_factory_choice():
@@ -104,3 +114,7 @@ def test_replicated_memory_rejects_what_it_does_not_model():
         mem.read_port(transparent_for=(mem.write_port(),))
     with pytest.raises(ValueError, match="granularity"):
         mem.write_port(granularity=4)
+    with pytest.raises(ValueError, match="read latency must be 1 or 2 cycles, not 3"):
+        mem.read_port(latency=3)
+    with pytest.raises(ValueError, match="compute_read_latency must be 1 or 2, not 0"):
+        Accumulator(_cfg(), compute_read_latency=0)
