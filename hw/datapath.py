@@ -33,7 +33,7 @@ from .interfaces import ComputeCmd, DmaCmd, dram_port_signature, engine_signatur
 from .memories import Accumulator, Scratchpad
 from .soc.multiport import on_fpga
 
-__all__ = ["Datapath"]
+__all__ = ["Datapath", "acc_read_latency"]
 
 _HANDSHAKE = ("cmd", "cmd_valid", "cmd_ready", "done", "busy")
 
@@ -69,7 +69,7 @@ class Datapath(wiring.Component):
         cfg = self.config
         m = Module()
         m.submodules.spad = spad = Scratchpad(cfg)
-        read_latency = 2 if on_fpga(platform) else 1
+        read_latency = acc_read_latency(platform)
         m.submodules.acc = acc = Accumulator(cfg, compute_read_latency=read_latency)
         m.submodules.load_engine = le = LoadEngine(cfg)
         m.submodules.compute_engine = ce = ComputeEngine(cfg, acc_read_latency=read_latency)
@@ -94,3 +94,9 @@ class Datapath(wiring.Component):
         wiring.connect(m, se.dram, arb.store)
         wiring.connect(m, arb.dram, wiring.flipped(self.dram))
         return m
+
+
+def acc_read_latency(platform) -> int:
+    """Cycles of the compute engine's accumulator reads on ``platform``: 2 where it asks for FPGA
+    memories (the module docstring), else 1. The breakdown builds its blocks with it too."""
+    return 2 if on_fpga(platform) else 1

@@ -38,6 +38,7 @@ def _blocks(config, board: Board, dram_bytes: int):
     """(name, how many in the SoC, component) for every block worth counting."""
     from amaranth.lib.fifo import SyncFIFO
     from ..compute import ComputeEngine
+    from ..datapath import acc_read_latency
     from ..dispatch import COMPUTE_ENTRY, DMA_ENTRY, Dispatcher
     from ..dma_load import LoadEngine
     from ..dma_store import StoreEngine
@@ -55,11 +56,12 @@ def _blocks(config, board: Board, dram_bytes: int):
     divisor = board.input_clock_hz // 115200
     return [
         ("dispatcher", 1, lambda: Dispatcher(config)),
-        ("compute engine (array, vector unit, requant)", 1, lambda: ComputeEngine(config)),
+        ("compute engine (array, vector unit, requant)", 1,
+         lambda: ComputeEngine(config, acc_read_latency=acc_read_latency(FpgaStandIn()))),
         ("load engine", 1, lambda: LoadEngine(config)),
         ("store engine (with requant)", 1, lambda: StoreEngine(config)),
         ("scratchpad", 1, lambda: Scratchpad(config)),
-        ("accumulator", 1, lambda: Accumulator(config)),
+        ("accumulator", 1, lambda: Accumulator(config, compute_read_latency=acc_read_latency(FpgaStandIn()))),
         ("DRAM arbiter", 1, lambda: DramArbiter(config)),
         ("sequencer (each of 3)", 3, lambda: Sequencer(Queue.LOAD, DmaCmd, config.token_depth)),
         ("compute queue FIFO", 1, lambda: SyncFIFO(width=COMPUTE_ENTRY.size, depth=config.queue_depth)),
