@@ -28,7 +28,7 @@ Timing
 - ``halt`` stops dispatch in the cycle it is decoded.
 - An error is reported in the cycle its instruction is in decode.
 
-With ``dispatch_stages: 2`` (for FPGA clock rates; the 4x4 board point sets it) a queue
+With ``dispatch_stages: 2`` (for FPGA clock rates; both board points set it) a queue
 instruction spends one more cycle in decode: its first cycle reads its registers and resolves
 its addresses into registers, and from its second cycle it is checked and, with no error,
 written into its queue as above (so a full queue is waited on from the second cycle, and

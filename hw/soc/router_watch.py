@@ -86,12 +86,13 @@ def congestion_by_block(by_net_csv: str, count: int = 5, levels: int = 4) -> tup
     summed by the module a net's name puts it in, at most ``levels`` deep; the ``count`` largest.
 
     Net names come from the synthesised cells that drive them (ABC names a cell after a net it
-    drives), so a few wires show under a neighbouring module, as in ``widest_nets``.
+    drives), so a few wires show under a neighbouring module, as in ``widest_nets``; nets of the
+    top module (the PLL's, the reset's, nextpnr's constant nets) count as ``top``.
     """
     blocks = Counter()
     for row in csv.reader(io.StringIO(by_net_csv)):
         if len(row) == 2 and row[1].strip().isdigit():
-            blocks[_scope(row[0], levels) if "." in row[0] else row[0]] += int(row[1])
+            blocks[_scope(row[0], levels)] += int(row[1])
     return tuple(blocks.most_common(count))
 
 

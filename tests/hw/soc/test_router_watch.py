@@ -70,12 +70,12 @@ def _script(tmp_path, body):
 # router2's congestion heatmap by net (``--router2-heatmap``): net name, overused wires (real names, trimmed).
 BY_NET = ("$PACKER_GND_NET,4\nsoc.core.datapath.acc.mem.bank1_copy2.0.0_DOA0[3],103\n"
           "soc.core.datapath.acc.mem.bank0_copy0.0.0_DOA0[2],60\nsoc.link.clear_overrun_LUT4_D_Z[2],117\n"
-          "soc.core.datapath.compute_engine.slot_d15.accumulate_LUT4_A_Z,28\n")
+          "soc.core.datapath.compute_engine.slot_d15.accumulate_LUT4_A_Z,28\nlocked_LUT4_D_Z[1],3\n")
 
 
 def test_congestion_is_summed_by_block():
     assert congestion_by_block(BY_NET) == (("soc.core.datapath.acc", 163), ("soc.link", 117),
-                                           ("soc.core.datapath.compute_engine", 28), ("$PACKER_GND_NET", 4))
+                                           ("soc.core.datapath.compute_engine", 28), ("top", 7))
     assert congestion_by_block(BY_NET, count=1, levels=2) == (("soc.core", 191),)
     assert congestion_by_block("") == ()
 
