@@ -43,12 +43,8 @@ DRAM range check of a DMA instruction does not multiply in the decode cycle: its
 ``dram_bytes - ((rows-1)*stride + len*elem_bytes)``, depends on the word alone, so it is
 computed when the word is written into the instruction memory and kept beside it in a
 second memory (*predecode*) read with the word. Decode then compares the resolved DRAM
-address with the room. The fetch does not wait for the register read either: both
-successors of the word in decode, pc + 1 and its branch target, are read (a second read port
-on the instruction and predecode memories, so twice their block RAMs), a flip-flop set from
-the ``dbnz`` decision picks the word of the next cycle, and the read ports hold their words
-while the instruction stays in decode. The behaviour and the timing are the same as the plain
-form's, which the simulation presets use (and where the extra memory would cost an ASIC area).
+address with the room. The behaviour and the timing are the same as the plain form's,
+which the simulation presets use (and where the extra memory would cost an ASIC area).
 
 In both forms the pc moves and the registers are written as if an instruction's checks pass
 (an error stops dispatch, and nothing reads the pc or the registers again before ``start``
@@ -170,12 +166,8 @@ class Dispatcher(wiring.Component):
 
         m.submodules.imem = imem = Memory(shape=WORD_BITS, depth=cfg.imem_words, init=[])
         wp = imem.write_port()
+        rp = imem.read_port(transparent_for=())
         m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_addr), wp.data.eq(self.imem_data)]
-        # FPGA: both successors of the word in decode are read (pc + 1, and its branch target), and a
-        # flip-flop picks one (module doc). Otherwise one port reads the next pc.
-        both = on_fpga(platform)
-        ports = [imem.read_port(transparent_for=()) for _ in range(2 if both else 1)]
-        from_target = Signal()      # FPGA: the word in decode came from the branch-target port
 
         pc = Signal(range(cfg.imem_words + 1))
         running = Signal()
@@ -183,11 +175,8 @@ class Dispatcher(wiring.Component):
         regs = Array(Signal(32, name=f"r{i}") for i in range(NUM_REGS))
         m.d.comb += [self.running.eq(running), self.halted.eq(halted), self.pc.eq(pc)]
 
-        def fetched(read_ports):
-            return Mux(from_target, read_ports[1].data, read_ports[0].data) if both else read_ports[0].data
-
         word = Signal(Instr)
-        m.d.comb += word.eq(fetched(ports))
+        m.d.comb += word.eq(rp.data)
         raw = word.as_value()
         opv = word.hdr.op.as_value()
 
@@ -245,12 +234,11 @@ class Dispatcher(wiring.Component):
         if on_fpga(platform):
             m.submodules.predecode = pre = Memory(shape=signed(PREDECODE_BITS), depth=cfg.imem_words, init=[])
             pre_wp = pre.write_port()
-            pre_ports = [pre.read_port(transparent_for=()) for _ in ports]
+            pre_rp = pre.read_port(transparent_for=())
             written = Signal(Instr)
             m.d.comb += [written.eq(self.imem_data), pre_wp.en.eq(self.imem_we), pre_wp.addr.eq(self.imem_addr),
-                         pre_wp.data.eq(self._dram_room(m, written, "written")), room.eq(fetched(pre_ports))]
-            m.d.comb += [part.eq(whole) for pre_rp, rp in zip(pre_ports, ports)
-                         for part, whole in ((pre_rp.addr, rp.addr), (pre_rp.en, rp.en))]
+                         pre_wp.data.eq(self._dram_room(m, written, "written")), pre_rp.addr.eq(rp.addr),
+                         room.eq(pre_rp.data)]
         else:
             m.d.comb += room.eq(self._dram_room(m, word, "decoded"))
 
@@ -366,22 +354,13 @@ class Dispatcher(wiring.Component):
         fetch = active & leaves
         with m.If(fetch):
             m.d.sync += pc.eq(next_pc)
-        if both:
-            m.d.comb += [ports[0].addr.eq(pc + 1), ports[1].addr.eq(target)]
-            m.d.comb += [rp.en.eq(fetch) for rp in ports]     # else both keep the word in decode
-            with m.If(fetch):
-                m.d.sync += from_target.eq(is_op[Opcode.DBNZ] & dbnz_taken)
-        else:
-            m.d.comb += ports[0].addr.eq(Mux(fetch, next_pc, pc))
+        m.d.comb += rp.addr.eq(Mux(fetch, next_pc, pc))
         if cfg.dispatch_stages == 2:
             with m.If(active & ~is_scalar):
                 m.d.sync += resolved.eq(~advance)       # set in the first cycle, cleared as it leaves
 
         with m.If(self.start):
-            m.d.comb += ports[0].addr.eq(0)
-            if both:
-                m.d.comb += ports[0].en.eq(1)
-                m.d.sync += from_target.eq(0)
+            m.d.comb += rp.addr.eq(0)
             m.d.sync += [pc.eq(0), running.eq(1), halted.eq(0)]
             m.d.sync += [r.eq(0) for r in regs]
             if cfg.dispatch_stages == 2:
