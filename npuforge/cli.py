@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate")
     p.add_argument("--dram-bytes", type=int, help="on-chip DRAM bytes (default: the board's)")
     p.add_argument("--clock-mhz", type=float, help="core clock (boards with a PLL; default: the config's clock_mhz)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    p.add_argument("--seed", type=int, help="nextpnr's first placement seed (default: the board's; the ULX3S "
+                                            "asks for 3)")
     p.add_argument("--router", choices=("router1", "router2"),
                    help="nextpnr's router (default: the board's; the ULX3S asks for router2)")
     p.add_argument("--placer", choices=("heap", "static", "sa"),

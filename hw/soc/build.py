@@ -169,7 +169,7 @@ def _place_and_route(out: Path, env: dict, log: Path, seed: int, seed_tries: int
 
 
 def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200, dram_bytes: int | None = None,
-                    clock_hz: int | None = None, seed: int = 1, link_only: bool = False,
+                    clock_hz: int | None = None, seed: int | None = None, link_only: bool = False,
                     breakdown: bool = False, router: str | None = None, placer: str | None = None,
                     router_patience: int | None = 20, seed_tries: int = 3, quiet: bool = False) -> BuildResult:
     """Synthesise, check the fit, place, route and pack the SoC for a board.
@@ -187,8 +187,8 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         On-chip DRAM (default: the board's).
     clock_hz : int, optional
         Requested core clock (default: ``config.clock_mhz`` on a board with a PLL, else the oscillator).
-    seed : int
-        nextpnr's placement seed (same seed, same bitstream).
+    seed : int, optional
+        nextpnr's placement seed (same seed, same bitstream; default: the board's, ``Board.seed``).
     seed_tries : int
         When router2 stops converging (``router_patience``), place and route again with the
         next seed, up to this many seeds in all (``seed``, ``seed + 1``, ...).
@@ -223,6 +223,7 @@ def build_bitstream(board_name: str, config, out_dir=None, *, baud: int = 115200
         A tool failed, or router2 stopped converging (``report.json`` then says where).
     """
     board = get_board(board_name)
+    seed = board.seed if seed is None else seed
     pnr_opts = _nextpnr_opts(board, router, placer)
     dram_bytes = int(dram_bytes or min(board.dram_bytes, config.dram_bytes))
     if clock_hz is None:
