@@ -37,7 +37,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from .interfaces import ROW_ADDR_BITS, read_port_signature, write_port_signature
-from .soc.multiport import ReplicatedMemory, memory_factory
+from .soc.multiport import ReplicatedMemory, memory_factory, registered_read
 
 __all__ = ["Scratchpad", "Accumulator"]
 
@@ -196,9 +196,7 @@ class Accumulator(wiring.Component):
             else:
                 rp = mem.read_port(domain="sync")
                 arrived = Signal(name=f"{name}_arrived")
-                data = Signal.like(rp.data, name=f"{name}_data", reset_less=True)
                 m.d.sync += arrived.eq(port.en)
-                with m.If(arrived):
-                    m.d.sync += data.eq(rp.data)
+                data = registered_read(m, rp.data, arrived, f"{name}_data")
             m.d.comb += [rp.addr.eq(port.addr[:na]), rp.en.eq(port.en), port.data.eq(data)]
         return m

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from amaranth.hdl import Elaboratable, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
-__all__ = ["ReplicatedMemory", "memory_factory", "on_fpga", "FpgaStandIn", "OnFpga", "FPGA_MEMORY"]
+__all__ = ["ReplicatedMemory", "memory_factory", "on_fpga", "FpgaStandIn", "OnFpga", "FPGA_MEMORY", "registered_read"]
 
 FPGA_MEMORY = "fpga"
 
@@ -144,7 +144,7 @@ class ReplicatedMemory(Elaboratable):
                 rp = mem.read_port(domain="sync", transparent_for=())
                 m.d.comb += [wp.addr.eq(wport.addr), wp.data.eq(wport.data), wp.en.eq(wport.en),
                              rp.addr.eq(rport.addr), rp.en.eq(rport.en)]
-                bank_data[w][r] = _registered(m, rp.data, arrived[r], f"bank{w}_copy{r}_data")
+                bank_data[w][r] = registered_read(m, rp.data, arrived[r], f"bank{w}_copy{r}_data")
         if nw == 1:
             for r, rport in enumerate(self._reads):
                 m.d.comb += rport.data.eq(bank_data[0][r])
@@ -159,7 +159,7 @@ class ReplicatedMemory(Elaboratable):
         for r, rport in enumerate(self._reads):
             lr = lvt.read_port(domain="sync", transparent_for=())
             m.d.comb += [lr.addr.eq(rport.addr), lr.en.eq(rport.en)]
-            sel = _registered(m, lr.data, arrived[r], f"r{r}_bank")
+            sel = registered_read(m, lr.data, arrived[r], f"r{r}_bank")
             out = bank_data[0][r]
             for w in range(1, nw):
                 out = Mux(sel == w, bank_data[w][r], out)
@@ -167,7 +167,7 @@ class ReplicatedMemory(Elaboratable):
         return m
 
 
-def _registered(m, value, arrived, name):
+def registered_read(m, value, arrived, name):
     """``value`` itself, or (with ``arrived``, a latency-2 port) a register loaded from it when a row arrives.
 
     Not reset, like the block RAM's own output: a port's data means nothing before its first read, and
