@@ -14,6 +14,11 @@ than ``config.dram_bytes``: beat addresses are taken modulo ``beats`` and ``over
 goes high (sticky until ``clear_overrun``) when the core addresses a beat at or past
 ``beats``, so that the host can tell a result computed from aliased memory.
 
+With ``dram_latency`` of 2 or more the core's request is registered before the memory (one of the
+read's latency cycles moves in front of it, and a write lands a cycle after its acceptance, before
+any later request reaches the memory), so that no path runs from the requesters through the DRAM
+arbiter into the block RAM: the core sees the same cycles.
+
 The host port (``host_*``) shares the memory's single address: the SoC uses it only while
 the core does not run (the core holds its requests low then, see :mod:`npuforge.hw.core`).
 A host read with ``host_re`` in cycle ``t`` has its beat on ``host_rdata`` in ``t + 1``.
@@ -29,7 +34,17 @@ from amaranth.lib.wiring import In, Out
 
 from ..interfaces import dram_port_signature
 
-__all__ = ["OnChipDram"]
+__all__ = ["OnChipDram", "latency_ring_depth"]
+
+
+def latency_ring_depth(latency: int) -> int:
+    """Entries of the block-RAM ring that delays read beats for ``latency``, or 0 where registers do.
+
+    A beat leaves the memory ``1 + ahead`` cycles after its request (``ahead`` = 1 when the request is
+    registered, latency 2 and up); up to three more cycles are registers, longer delays a ring.
+    """
+    stages = latency - 1 - (1 if latency >= 2 else 0)
+    return 0 if stages <= 3 else 1 << max(1, (latency - 1).bit_length())
 
 
 class OnChipDram(wiring.Component):
@@ -75,55 +90,67 @@ class OnChipDram(wiring.Component):
         m = Module()
         bus = self.bus
         width = 8 * self.beat_bytes
-        core_read = Signal()
-        m.d.comb += [bus.req_ready.eq(1), core_read.eq(bus.req_valid & ~bus.req_write)]
+        lat = self.latency
+        m.d.comb += bus.req_ready.eq(1)
         with m.If(self.clear_overrun):
             m.d.sync += self.overrun.eq(0)
         with m.Elif(bus.req_valid & (bus.req_addr >= self.beats)):
             m.d.sync += self.overrun.eq(1)
 
+        # The request the memory serves this cycle: the core's own (latency 1) or the one it made
+        # the cycle before (registered, module docstring).
+        ahead = 1 if lat >= 2 else 0
+        req = {name: getattr(bus, f"req_{name}") for name in ("valid", "write", "addr", "wdata", "wstrb")}
+        if ahead:
+            held = {name: Signal.like(sig, name=f"held_{name}") for name, sig in req.items()}
+            m.d.sync += [held[name].eq(sig) for name, sig in req.items()]
+            req = held
+
         m.submodules.storage = mem = memory.Memory(shape=width, depth=self.beats, init=[])
         wp = mem.write_port(granularity=8)
         rp = mem.read_port(transparent_for=())
         addr = Signal(self.abits)
-        host = ~bus.req_valid
+        host = ~req["valid"]
+        core_read = Signal()
         m.d.comb += [
-            addr.eq(Mux(host, self.host_addr, bus.req_addr[:self.abits])),
+            core_read.eq(req["valid"] & ~req["write"]),
+            addr.eq(Mux(host, self.host_addr, req["addr"][:self.abits])),
             wp.addr.eq(addr), rp.addr.eq(addr),
-            wp.data.eq(Mux(host, self.host_wdata, bus.req_wdata)),
-            wp.en.eq(Mux(host, Mux(self.host_we, self.host_wstrb, 0), Mux(bus.req_write, bus.req_wstrb, 0))),
+            wp.data.eq(Mux(host, self.host_wdata, req["wdata"])),
+            wp.en.eq(Mux(host, Mux(self.host_we, self.host_wstrb, 0), Mux(req["write"], req["wstrb"], 0))),
             # Reads and writes never share a cycle; saying so lets Yosys use single-port RAM (SPRAM).
             rp.en.eq((core_read | (host & self.host_re)) & ~wp.en.any()),
             self.host_rdata.eq(rp.data),
         ]
 
-        lat = self.latency
         if lat == 1:
             m.d.sync += bus.resp_valid.eq(core_read)
             m.d.comb += bus.resp_rdata.eq(rp.data)
             return m
-        # The beat read at t is on rp.data during t+1 (and held while no read follows, but the next
-        # core read may come at t+1): it goes through lat-1 more registers, or a ring for long latencies.
+        # valid[k]: a read accepted k + 1 cycles ago. Its beat is on rp.data from cycle t + 1 + ahead
+        # (and held while no read follows, but the next core read may come a cycle later): it goes
+        # through the remaining lat - 1 - ahead registers, or a ring for long latencies.
         valid = Signal(lat)
-        m.d.sync += valid.eq((valid << 1) | core_read)
+        m.d.sync += valid.eq((valid << 1) | (bus.req_valid & ~bus.req_write))
         m.d.comb += bus.resp_valid.eq(valid[lat - 1])
-        if lat <= 4:
+        stages = lat - 1 - ahead
+        ring_depth = latency_ring_depth(lat)
+        if not ring_depth:
             stage = rp.data
-            for i in range(lat - 1):
+            for i in range(stages):
                 nxt = Signal(width, name=f"resp_stage{i}")
                 m.d.sync += nxt.eq(stage)
                 stage = nxt
             m.d.comb += bus.resp_rdata.eq(stage)
             return m
-        ring_depth = 1 << max(1, (lat - 1).bit_length())
         m.submodules.ring = ring = memory.Memory(shape=width, depth=ring_depth, init=[])
         now = Signal(ring_depth.bit_length() - 1)
         m.d.sync += now.eq(now + 1)
         rw = ring.write_port()
         rr = ring.read_port(transparent_for=(rw,))
         m.d.comb += [
-            rw.addr.eq(now), rw.data.eq(rp.data), rw.en.eq(valid[0]),
-            rr.addr.eq(now - (lat - 2)), rr.en.eq(1),
+            rw.addr.eq(now), rw.data.eq(rp.data), rw.en.eq(valid[ahead]),
+            rr.addr.eq(now - (stages - 1)), rr.en.eq(1),
             bus.resp_rdata.eq(rr.data),
         ]
         return m

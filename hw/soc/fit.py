@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from math import ceil
 
 from ..dispatch import PREDECODE_BITS
+from .dram import latency_ring_depth
 
 __all__ = ["MemoryUse", "memory_plan", "usage_from_stat", "fit_problems", "BRAM_SHAPES"]
 
@@ -95,8 +96,8 @@ def memory_plan(config, family: str, dram_bytes: int, *, spram: bool = False,
         add("instruction predecode", PREDECODE_BITS, config.imem_words, 1, "1W1R")
     beat = config.dram_bytes_per_cycle
     add("on-chip DRAM", 8 * beat, dram_bytes // beat, 1, "1RW", allow_spram=spram)
-    if with_core and config.dram_latency > 4:
-        add("DRAM latency ring", 8 * beat, 1 << max(1, (config.dram_latency - 1).bit_length()), 1, "1W1R")
+    if with_core and latency_ring_depth(config.dram_latency):
+        add("DRAM latency ring", 8 * beat, latency_ring_depth(config.dram_latency), 1, "1W1R")
     return out
 
 
