@@ -81,9 +81,9 @@ BOARDS: dict[str, Board] = {
         dram_bytes=65536, led_count=4, pll=True, soft_multiply_bits=9,
         # On the 8x8 point router1 does not converge, nor router2 on heap's placement (docs/fpga.md).
         nextpnr_opts=("--router", "router2", "--placer", "static"),
-        # The 8x8 point's netlist stalls router2 with seeds 1 and 2 since the dispatcher's single register
-        # write port (7aad3f3), and routes with 3 (docs/fpga.md).
-        seed=3,
+        # The first seed that routes the 8x8 point's netlist: 1 since the on-chip DRAM registers its request
+        # (3 stalls there; from 7aad3f3 to then 1 and 2 stalled and 3 routed: docs/fpga.md).
+        seed=1,
         block_pnr_args=("--85k", "--package", "CABGA381", "--speed", "6", "--out-of-context"),
         notes="BRAM = 18 Kbit DP16KD; DSP = MULT18X18D; a TRELLIS_DPR16X4 (distributed RAM) is counted as LUTs"),
 }
