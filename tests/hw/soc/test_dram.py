@@ -13,6 +13,13 @@ from npuforge.hw.soc.dram import OnChipDram, latency_ring_depth
 BEATS = 16
 
 
+def _simulate(dut, testbench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
 def _config(latency):
     return HwConfig(rows=2, cols=2, spad_kib=1, acc_kib=1, dram_mib=1, dram_bytes_per_cycle=4, dram_latency=latency)
 
@@ -43,10 +50,7 @@ def test_on_chip_dram_answers_like_the_dram_model(latency):
                 bad.append((cyc, got, want))
             await ctx.tick()
 
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    _simulate(m, tb)
     assert seen[0] > cycles // 5
     assert not bad, bad[:5]
 
@@ -67,10 +71,7 @@ def test_host_port_reads_what_the_core_wrote_once_it_stops():
         ctx.set(chip.host_re, 0)
         got.append(ctx.get(chip.host_rdata))
 
-    sim = Simulator(chip)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    _simulate(chip, tb)
     assert got == [0xA100C3D4]
 
 
@@ -88,10 +89,7 @@ def test_overrun_is_sticky_until_cleared():
         await ctx.tick()
         seen.append(ctx.get(chip.overrun))
 
-    sim = Simulator(chip)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    _simulate(chip, tb)
     assert seen == [1, 0]
 
 
