@@ -37,13 +37,18 @@ from ..interfaces import dram_port_signature
 __all__ = ["OnChipDram", "latency_ring_depth"]
 
 
+def _held_cycles(latency: int) -> int:
+    """Cycles the core's request waits in a register before the memory: 1 from latency 2 on (module docstring)."""
+    return 1 if latency >= 2 else 0
+
+
 def latency_ring_depth(latency: int) -> int:
     """Entries of the block-RAM ring that delays read beats for ``latency``, or 0 where registers do.
 
-    A beat leaves the memory ``1 + ahead`` cycles after its request (``ahead`` = 1 when the request is
-    registered, latency 2 and up); up to three more cycles are registers, longer delays a ring.
+    A beat leaves the memory ``1 + _held_cycles(latency)`` cycles after its request; up to three more
+    cycles are registers, longer delays a ring.
     """
-    stages = latency - 1 - (1 if latency >= 2 else 0)
+    stages = latency - 1 - _held_cycles(latency)
     return 0 if stages <= 3 else 1 << max(1, (latency - 1).bit_length())
 
 
@@ -99,7 +104,7 @@ class OnChipDram(wiring.Component):
 
         # The request the memory serves this cycle: the core's own (latency 1) or the one it made
         # the cycle before (registered, module docstring).
-        ahead = 1 if lat >= 2 else 0
+        ahead = _held_cycles(lat)
         req = {name: getattr(bus, f"req_{name}") for name in ("valid", "write", "addr", "wdata", "wstrb")}
         if ahead:
             held = {name: Signal.like(sig, name=f"held_{name}") for name, sig in req.items()}

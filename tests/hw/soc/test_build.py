@@ -75,7 +75,7 @@ def test_icebreaker_link_only_bitstream_builds(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from npuforge.hw.soc import boards
-    # A board's own first seed reaches nextpnr when the caller gives none (the ULX3S starts from 3).
+    # A board's own first seed (Board.seed, not always 1) reaches nextpnr when the caller gives none.
     monkeypatch.setitem(boards.BOARDS, "icebreaker", replace(boards.BOARDS["icebreaker"], seed=2))
     cfg = load_config(REPO / "configs/icebreaker-4x4.yaml")
     result = build_bitstream("icebreaker", cfg, tmp_path, link_only=True, quiet=True)
